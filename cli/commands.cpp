@@ -1,0 +1,135 @@
+#include "commands.h"
+
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "ips/bench.h"
+#include "ips/checkpoint.h"
+#include "ips/train.h"
+
+namespace ips::cli {
+
+void global_options_add(CLI::App* sub, GlobalOptions& g) {
+    sub->add_option("--device", g.device, "auto | cpu | cuda (auto: CUDA when available)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    sub->add_option("--threads", g.threads, "CPU threads (default: all cores)");
+    sub->add_option("--out", g.out, "output folder");
+    sub->add_option("--seed", g.seed, "random seed (overrides the config's seed)");
+    sub->add_option("--set", g.sets, "override a config key: --set KEY=VALUE (repeatable)");
+}
+
+torch::Device global_options_apply(const GlobalOptions& g) {
+    int threads = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    torch::set_num_threads(threads);
+    if (g.device == "cpu") return torch::kCPU;
+    if (g.device == "cuda") {
+        if (!torch::cuda::is_available())
+            throw std::runtime_error("--device cuda: no CUDA device is available to this libtorch build");
+        return torch::kCUDA;
+    }
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+
+Config config_for_command(const std::string& path, const GlobalOptions& g) {
+    std::vector<std::string> sets = g.sets;
+    if (g.seed >= 0) sets.push_back("seed=" + std::to_string(g.seed));
+    std::vector<std::string> ignored;
+    Config cfg = config_load(path, sets, &ignored);
+    if (!ignored.empty()) {
+        std::string list;
+        for (const auto& k : ignored) list += (list.empty() ? "" : ", ") + k;
+        std::fprintf(stderr, "note: %s: keys of the reference implementation ignored here: %s\n", path.c_str(),
+                     list.c_str());
+    }
+    return cfg;
+}
+
+namespace {
+
+struct TrainArgs {
+    std::string config;
+    bool resume = false;
+    int stop_after = -1;
+    bool quiet = false;
+};
+
+std::string metrics_summary(const Config& cfg, const EvalResult& r) {
+    std::string s = "test loss " + std::to_string(r.loss);
+    for (size_t t = 0; t < cfg.tasks.size() && t < r.task_metric.size(); ++t) {
+        const auto& task = cfg.tasks[t];
+        const char* m = task.metric == Metric::accuracy ? "accuracy" : task.metric == Metric::auc ? "auc" : "multilabel_accuracy";
+        char buf[128];
+        std::snprintf(buf, sizeof buf, ", %s %s %.4f", task.name.c_str(), m, r.task_metric[t]);
+        s += buf;
+    }
+    return s;
+}
+
+}  // namespace
+
+void cmd_train_setup(CLI::App* sub, GlobalOptions& g) {
+    auto args = std::make_shared<TrainArgs>();
+    sub->add_option("config", args->config, "YAML config")->required();
+    sub->add_flag("--resume", args->resume, "continue from OUT/last.pt");
+    sub->add_option("--stop-after", args->stop_after, "end after this epoch (the schedule still spans n_epoch)");
+    sub->add_flag("--quiet", args->quiet, "no progress bar");
+    global_options_add(sub, g);
+    sub->callback([args, &g] {
+        Config cfg = config_for_command(args->config, g);
+        TrainOptions opt;
+        opt.device = global_options_apply(g);
+        opt.out_dir = g.out.empty() ? "runs/" + std::filesystem::path(args->config).stem().string() : g.out;
+        opt.resume = args->resume;
+        opt.stop_after_epoch = args->stop_after;
+        opt.progress = !args->quiet;
+        std::fprintf(stderr, "training %s on %s, output in %s\n", args->config.c_str(), opt.device.str().c_str(),
+                     opt.out_dir.c_str());
+        auto records = train_run(cfg, opt);
+        if (!records.empty())
+            std::printf("epoch %d: train loss %.4f, %s\n", records.back().epoch, records.back().train_loss,
+                        metrics_summary(cfg, records.back().test).c_str());
+    });
+}
+
+void cmd_eval_setup(CLI::App* sub, GlobalOptions& g) {
+    auto config = std::make_shared<std::string>();
+    auto checkpoint = std::make_shared<std::string>();
+    sub->add_option("config", *config, "YAML config")->required();
+    sub->add_option("--checkpoint", *checkpoint, "checkpoint written by ips train")->required();
+    global_options_add(sub, g);
+    sub->callback([config, checkpoint, &g] {
+        Config cfg = config_for_command(*config, g);
+        torch::Device device = global_options_apply(g);
+        IPSNet net = net_make(cfg);
+        checkpoint_load(*checkpoint, net, nullptr);
+        net->to(device);
+        auto data = dataset_open(cfg, "test");
+        EvalResult r = evaluate(net, cfg, *data, device, true);
+        std::printf("%s\n", metrics_summary(cfg, r).c_str());
+    });
+}
+
+void cmd_bench_setup(CLI::App* sub, GlobalOptions& g) {
+    auto config = std::make_shared<std::string>();
+    auto opt = std::make_shared<BenchOptions>();
+    auto json = std::make_shared<bool>(false);
+    sub->add_option("config", *config, "YAML config")->required();
+    sub->add_option("--mode", opt->mode, "train | eval")->check(CLI::IsMember({"train", "eval"}));
+    sub->add_option("--iters", opt->iters, "timed batches (median reported)");
+    sub->add_option("--warmup", opt->warmup, "untimed batches first");
+    sub->add_flag("--json", *json, "print one JSON object on the last line");
+    global_options_add(sub, g);
+    sub->callback([config, opt, json, &g] {
+        Config cfg = config_for_command(*config, g);
+        opt->device = global_options_apply(g);
+        BenchResult r = bench_run(cfg, *opt);
+        std::printf("%s %s: B %lld, N %lld, M %lld, I %lld: %.1f ms/batch, %.2f img/s, peak %.3f GiB (%s)\n",
+                    r.mode.c_str(), r.device.c_str(), static_cast<long long>(r.B), static_cast<long long>(r.N),
+                    static_cast<long long>(r.M), static_cast<long long>(r.I), r.ms_per_batch, r.img_per_s,
+                    r.peak_mem_gib, r.peak_mem_kind.c_str());
+        if (*json) std::printf("%s\n", bench_to_json(r).c_str());
+    });
+}
+
+}  // namespace ips::cli

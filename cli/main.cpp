@@ -1,0 +1,31 @@
+// ips: the command-line tool. Subcommands come from one table; each sets itself up (commands.h).
+#include <cstdio>
+
+#include "commands.h"
+
+namespace {
+
+const ips::cli::CommandSpec kCommands[] = {
+    {"train", "train a model from a config (progress, metrics.jsonl, checkpoints)", ips::cli::cmd_train_setup},
+    {"eval", "evaluate a checkpoint on the test split", ips::cli::cmd_eval_setup},
+    {"bench", "time training steps or inference on synthetic inputs of a config's shapes", ips::cli::cmd_bench_setup},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"ips: Iterative Patch Selection for images of any size"};
+    app.require_subcommand(1);
+    ips::cli::GlobalOptions global;
+    for (const auto& cmd : kCommands) cmd.setup(app.add_subcommand(cmd.name, cmd.help), global);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const std::exception& e) {
+        // Subcommand callbacks run inside parse(): their errors end here with the message.
+        std::fprintf(stderr, "ips: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

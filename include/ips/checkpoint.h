@@ -1,0 +1,27 @@
+// Our checkpoints: model parameters and buffers, optimizer state, progress and the resolved
+// config, written atomically (temporary file, then rename) so a crash never loses the last good one.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "ips/model.h"
+
+namespace ips {
+
+struct CheckpointMeta {
+    int64_t epoch = 0;        // epochs completed
+    int64_t step = 0;         // optimizer steps taken
+    double best_score = -1;   // best test score so far
+    std::string config_yaml;  // resolved config of the run
+};
+
+void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer,
+                     const CheckpointMeta& meta);
+// Loads into an already-built net (and optimizer, if given). Throws std::runtime_error naming
+// the file and, for a mismatch, the parameter.
+CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net,
+                               torch::optim::Optimizer* optimizer);
+// Reads only the meta data (to rebuild the config before building the net).
+CheckpointMeta checkpoint_meta(const std::string& path);
+
+}  // namespace ips

@@ -1,0 +1,93 @@
+// The IPS network: patch encoder (ResNet trunk or feature projector), one cross-attention
+// transformer block with n_token learnable queries, one linear head per task.
+// Module names follow the reference implementation's state_dict layout (SPEC §1.6) so that
+// named_parameters() keys are exactly "encoder.4.0.conv1.weight", "transf.crs_attn.q", ...
+#pragma once
+
+#include <torch/torch.h>
+
+#include "ips/config.h"
+
+namespace ips {
+
+// ResNet trunk in torchvision layout as a numbered Sequential:
+// 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4 layer1, 5 layer2, [6 layer3, 7 layer4], avgpool, flatten.
+// enc_type: "resnet18" | "resnet34" | "resnet50". Output: [n, out_dim].
+torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
+                                        int n_res_blocks, int64_t* out_dim);
+
+// LayerNorm(F, no affine) -> Linear(F, D) -> BatchNorm1d(D) -> ReLU. Input [n, F], output [n, D].
+torch::nn::Sequential projector_make(int64_t n_features, int64_t D);
+
+// pe[n, 2k] = sin(n / 10000^(2k/D)), pe[n, 2k+1] = cos(...), computed for the given grid indices.
+// idx: [...] int64 -> [..., D] float32 on idx's device. D must be even.
+torch::Tensor pos_enc_1d(const torch::Tensor& idx, int64_t D);
+
+struct CrossAttentionImpl : torch::nn::Module {
+    CrossAttentionImpl(int64_t n_token, int64_t H, int64_t D, int64_t D_k, int64_t D_v,
+                       double attn_dropout, double dropout);
+
+    // x: [B, N, D]; valid: [B, N] bool or undefined (all valid).
+    // Returns attention weights [B, H, T, N] (softmax over N, attention dropout applied in train mode).
+    torch::Tensor attention(const torch::Tensor& x, const torch::Tensor& valid);
+    // Selection score per row: attention averaged over heads, then tokens. [B, N].
+    torch::Tensor scores(const torch::Tensor& x, const torch::Tensor& valid);
+    // out: [B, T, D] = LayerNorm(Dropout(fc(A V)) + q); attn_out (optional): [B, H, T, N].
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& valid,
+                          torch::Tensor* attn_out = nullptr);
+
+    int64_t n_token, H, D_k, D_v;
+    torch::Tensor q;  // [1, T, D]
+    torch::nn::Linear q_w{nullptr}, k_w{nullptr}, v_w{nullptr}, fc{nullptr};
+    torch::nn::LayerNorm layer_norm{nullptr};
+    torch::nn::Dropout attn_drop{nullptr}, drop{nullptr};
+};
+TORCH_MODULE(CrossAttention);
+
+struct MLPImpl : torch::nn::Module {
+    MLPImpl(int64_t D, int64_t D_inner, double dropout);
+    torch::Tensor forward(const torch::Tensor& x);  // [B, T, D] -> [B, T, D]
+    torch::nn::Linear w_1{nullptr}, w_2{nullptr};
+    torch::nn::LayerNorm layer_norm{nullptr};
+    torch::nn::Dropout drop{nullptr};
+};
+TORCH_MODULE(MLP);
+
+struct TransformerImpl : torch::nn::Module {
+    TransformerImpl(int64_t n_token, int64_t H, int64_t D, int64_t D_k, int64_t D_v, int64_t D_inner,
+                    double attn_dropout, double dropout);
+    // x: [B, N, D], valid: [B, N] or undefined -> [B, T, D]
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& valid,
+                          torch::Tensor* attn_out = nullptr);
+    CrossAttention crs_attn{nullptr};
+    MLP mlp{nullptr};
+};
+TORCH_MODULE(Transformer);
+
+struct IPSNetImpl : torch::nn::Module {
+    explicit IPSNetImpl(const Config& cfg);
+
+    // patches: [n, C, P, P] (images) or [n, F] (features) -> [n, D]
+    torch::Tensor embed(const torch::Tensor& patches);
+    // Adds the positional encoding of grid indices when use_pos. emb: [B, K, D], idx: [B, K] -> [B, K, D]
+    torch::Tensor with_pos(const torch::Tensor& emb, const torch::Tensor& idx);
+    // Encodes the selected patches and aggregates them.
+    // patches: [B, M, ...], idx: [B, M] int64, valid: [B, M] bool or undefined.
+    // Returns per-task logits, each [B, n_class]; attn_out (optional): [B, H, T, M].
+    std::vector<torch::Tensor> forward(const torch::Tensor& patches, const torch::Tensor& idx,
+                                       const torch::Tensor& valid, torch::Tensor* attn_out = nullptr);
+    // Probabilities from logits: softmax or sigmoid per task. Each [B, n_class].
+    std::vector<torch::Tensor> probabilities(const std::vector<torch::Tensor>& logits) const;
+
+    Config cfg;
+    int64_t D;
+    torch::nn::Sequential encoder{nullptr};
+    Transformer transf{nullptr};
+    torch::nn::ModuleDict output_layers{nullptr};
+    std::vector<torch::nn::Sequential> heads;  // by task order, aliases of output_layers entries
+};
+TORCH_MODULE(IPSNet);
+
+int64_t parameter_count(torch::nn::Module& module);
+
+}  // namespace ips

@@ -1,0 +1,273 @@
+#include "ips/model.h"
+
+#include <cmath>
+
+namespace ips {
+namespace {
+
+namespace nn = torch::nn;
+
+nn::Conv2d conv_make(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t pad) {
+    return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).bias(false));
+}
+
+// torchvision's BasicBlock (ResNet-18/34): two 3x3 convolutions, stride on the first.
+struct BasicBlockImpl : nn::Module {
+    BasicBlockImpl(int64_t in, int64_t planes, int64_t stride) {
+        conv1 = register_module("conv1", conv_make(in, planes, 3, stride, 1));
+        bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+        conv2 = register_module("conv2", conv_make(planes, planes, 3, 1, 1));
+        bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+        if (stride != 1 || in != planes) {
+            downsample = register_module(
+                "downsample", nn::Sequential(conv_make(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
+        }
+    }
+    torch::Tensor forward(torch::Tensor x) {
+        auto identity = downsample ? downsample->forward(x) : x;
+        auto out = torch::relu(bn1(conv1(x)));
+        out = bn2(conv2(out));
+        return torch::relu(out + identity);
+    }
+    nn::Conv2d conv1{nullptr}, conv2{nullptr};
+    nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+    nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+// torchvision's Bottleneck (ResNet-50, "v1.5"): 1x1, 3x3 (carrying the stride), 1x1 with 4x expansion.
+struct BottleneckImpl : nn::Module {
+    BottleneckImpl(int64_t in, int64_t planes, int64_t stride) {
+        int64_t out = planes * 4;
+        conv1 = register_module("conv1", conv_make(in, planes, 1, 1, 0));
+        bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+        conv2 = register_module("conv2", conv_make(planes, planes, 3, stride, 1));
+        bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+        conv3 = register_module("conv3", conv_make(planes, out, 1, 1, 0));
+        bn3 = register_module("bn3", nn::BatchNorm2d(out));
+        if (stride != 1 || in != out) {
+            downsample = register_module(
+                "downsample", nn::Sequential(conv_make(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
+        }
+    }
+    torch::Tensor forward(torch::Tensor x) {
+        auto identity = downsample ? downsample->forward(x) : x;
+        auto out = torch::relu(bn1(conv1(x)));
+        out = torch::relu(bn2(conv2(out)));
+        out = bn3(conv3(out));
+        return torch::relu(out + identity);
+    }
+    nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+    nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+    nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(Bottleneck);
+
+// A stage of blocks. Sequential cannot nest in Sequential (its forward is a template), so a stage
+// is a Sequential with a plain forward; its children are still named "0", "1", ...
+struct ResLayerImpl : nn::SequentialImpl {
+    using nn::SequentialImpl::SequentialImpl;
+    torch::Tensor forward(torch::Tensor x) { return nn::SequentialImpl::forward(x); }
+};
+TORCH_MODULE(ResLayer);
+
+ResLayer resnet_layer_make(bool bottleneck, int64_t* in, int64_t planes, int n_blocks, int64_t stride) {
+    ResLayer layer;
+    for (int b = 0; b < n_blocks; ++b) {
+        int64_t s = b == 0 ? stride : 1;
+        if (bottleneck) {
+            layer->push_back(Bottleneck(*in, planes, s));
+            *in = planes * 4;
+        } else {
+            layer->push_back(BasicBlock(*in, planes, s));
+            *in = planes;
+        }
+    }
+    return layer;
+}
+
+// torchvision's initialisation: He-normal (fan_out) convolutions, BatchNorm weight 1 / bias 0.
+void resnet_init(nn::Module& m) {
+    torch::NoGradGuard no_grad;
+    for (auto& mod : m.modules(/*include_self=*/true)) {
+        if (auto* conv = mod->as<nn::Conv2d>()) {
+            nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+        } else if (auto* bn = mod->as<nn::BatchNorm2d>()) {
+            nn::init::ones_(bn->weight);
+            nn::init::zeros_(bn->bias);
+        }
+    }
+}
+
+}  // namespace
+
+torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
+                                        int n_res_blocks, int64_t* out_dim) {
+    bool bottleneck = enc_type == "resnet50";
+    std::vector<int> blocks = enc_type == "resnet18" ? std::vector<int>{2, 2, 2, 2}
+                                                     : std::vector<int>{3, 4, 6, 3};
+    if (enc_type != "resnet18" && enc_type != "resnet34" && enc_type != "resnet50")
+        throw std::invalid_argument("unknown encoder type '" + enc_type + "'");
+    nn::Sequential trunk;
+    trunk->push_back(conv_make(n_chan_in, 64, 7, 2, 3));
+    trunk->push_back(nn::BatchNorm2d(64));
+    trunk->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
+    trunk->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
+    int64_t in = 64;
+    const int64_t planes[4] = {64, 128, 256, 512};
+    for (int l = 0; l < n_res_blocks; ++l)
+        trunk->push_back(resnet_layer_make(bottleneck, &in, planes[l], blocks[l], l == 0 ? 1 : 2));
+    trunk->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
+    trunk->push_back(nn::Flatten());
+    resnet_init(*trunk);
+    if (out_dim) *out_dim = in;
+    return trunk;
+}
+
+torch::nn::Sequential projector_make(int64_t n_features, int64_t D) {
+    return nn::Sequential(
+        nn::LayerNorm(nn::LayerNormOptions({n_features}).eps(1e-5).elementwise_affine(false)),
+        nn::Linear(n_features, D), nn::BatchNorm1d(D), nn::ReLU());
+}
+
+torch::Tensor pos_enc_1d(const torch::Tensor& idx, int64_t D) {
+    TORCH_CHECK(D % 2 == 0, "positional encoding needs an even D, got ", D);
+    auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(idx.device());
+    auto div = torch::exp(torch::arange(0, D, 2, opts) * (-std::log(10000.0) / static_cast<double>(D)));
+    auto angle = idx.to(torch::kFloat32).unsqueeze(-1) * div;  // [..., D/2]
+    // Interleave so that even columns hold sin and odd columns cos.
+    return torch::stack({torch::sin(angle), torch::cos(angle)}, -1).flatten(-2);
+}
+
+CrossAttentionImpl::CrossAttentionImpl(int64_t n_token_, int64_t H_, int64_t D, int64_t D_k_,
+                                       int64_t D_v_, double attn_dropout, double dropout)
+    : n_token(n_token_), H(H_), D_k(D_k_), D_v(D_v_) {
+    q = register_parameter("q", torch::empty({1, n_token, D}));
+    double bound = std::sqrt(1.0 / static_cast<double>(D_k));
+    {
+        torch::NoGradGuard no_grad;
+        q.uniform_(-bound, bound);
+    }
+    q_w = register_module("q_w", nn::Linear(nn::LinearOptions(D, H * D_k).bias(false)));
+    k_w = register_module("k_w", nn::Linear(nn::LinearOptions(D, H * D_k).bias(false)));
+    v_w = register_module("v_w", nn::Linear(nn::LinearOptions(D, H * D_v).bias(false)));
+    fc = register_module("fc", nn::Linear(nn::LinearOptions(H * D_v, D).bias(false)));
+    layer_norm = register_module("layer_norm", nn::LayerNorm(nn::LayerNormOptions({D}).eps(1e-6)));
+    attn_drop = register_module("attn_drop", nn::Dropout(attn_dropout));
+    drop = register_module("drop", nn::Dropout(dropout));
+}
+
+torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& valid) {
+    const int64_t B = x.size(0), N = x.size(1);
+    auto qh = q_w(q).view({1, n_token, H, D_k}).transpose(1, 2);  // [1, H, T, D_k]
+    auto kh = k_w(x).view({B, N, H, D_k}).transpose(1, 2);        // [B, H, N, D_k]
+    auto logits = torch::matmul(qh / std::sqrt(static_cast<double>(D_k)), kh.transpose(2, 3));
+    if (valid.defined())  // padding rows get no attention at all
+        logits = logits.masked_fill(valid.logical_not().view({B, 1, 1, N}),
+                                    -std::numeric_limits<float>::infinity());
+    return attn_drop(torch::softmax(logits, -1));  // [B, H, T, N]
+}
+
+torch::Tensor CrossAttentionImpl::scores(const torch::Tensor& x, const torch::Tensor& valid) {
+    return attention(x, valid).mean(1).mean(1);  // heads, then tokens -> [B, N]
+}
+
+torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& valid,
+                                          torch::Tensor* attn_out) {
+    const int64_t B = x.size(0), N = x.size(1);
+    auto attn = attention(x, valid);
+    auto vh = v_w(x).view({B, N, H, D_v}).transpose(1, 2);                 // [B, H, N, D_v]
+    auto out = torch::matmul(attn, vh).transpose(1, 2).reshape({B, n_token, H * D_v});
+    out = drop(fc(out));
+    if (attn_out) *attn_out = attn;
+    // The residual adds the raw query parameter, not its projection (as the reference does).
+    return layer_norm(out + q);
+}
+
+MLPImpl::MLPImpl(int64_t D, int64_t D_inner, double dropout) {
+    w_1 = register_module("w_1", nn::Linear(D, D_inner));
+    w_2 = register_module("w_2", nn::Linear(D_inner, D));
+    layer_norm = register_module("layer_norm", nn::LayerNorm(nn::LayerNormOptions({D}).eps(1e-6)));
+    drop = register_module("drop", nn::Dropout(dropout));
+}
+
+torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
+    return layer_norm(x + drop(w_2(torch::relu(w_1(x)))));
+}
+
+TransformerImpl::TransformerImpl(int64_t n_token, int64_t H, int64_t D, int64_t D_k, int64_t D_v,
+                                 int64_t D_inner, double attn_dropout, double dropout) {
+    crs_attn = register_module("crs_attn", CrossAttention(n_token, H, D, D_k, D_v, attn_dropout, dropout));
+    mlp = register_module("mlp", MLP(D, D_inner, dropout));
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& x, const torch::Tensor& valid,
+                                       torch::Tensor* attn_out) {
+    return mlp(crs_attn(x, valid, attn_out));
+}
+
+IPSNetImpl::IPSNetImpl(const Config& cfg_) : cfg(cfg_), D(cfg_.D) {
+    if (cfg.is_image) {
+        int64_t trunk_dim = 0;
+        encoder = resnet_trunk_make(cfg.enc_type, cfg.n_chan_in, cfg.n_res_blocks, &trunk_dim);
+        TORCH_CHECK(trunk_dim == D, "config key 'D' is ", D, " but the trunk yields ", trunk_dim);
+    } else {
+        encoder = projector_make(cfg.n_chan_in, D);
+    }
+    register_module("encoder", encoder);
+    transf = register_module("transf", Transformer(cfg.n_token, cfg.H, D, cfg.D_k, cfg.D_v, cfg.D_inner,
+                                                   cfg.attn_dropout, cfg.dropout));
+    output_layers = register_module("output_layers", nn::ModuleDict());
+    for (const auto& task : cfg.tasks) {
+        // A one-element Sequential keeps the reference key "output_layers.<name>.0.weight".
+        nn::Sequential head(nn::Linear(D, cfg.n_class));
+        output_layers->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{{task.name, head.ptr()}});
+        heads.push_back(head);
+    }
+}
+
+torch::Tensor IPSNetImpl::embed(const torch::Tensor& patches) { return encoder->forward(patches); }
+
+torch::Tensor IPSNetImpl::with_pos(const torch::Tensor& emb, const torch::Tensor& idx) {
+    if (!cfg.use_pos) return emb;
+    return emb + pos_enc_1d(idx.clamp_min(0), D).to(emb.dtype());
+}
+
+std::vector<torch::Tensor> IPSNetImpl::forward(const torch::Tensor& patches, const torch::Tensor& idx,
+                                               const torch::Tensor& valid, torch::Tensor* attn_out) {
+    const int64_t B = patches.size(0), M = patches.size(1);
+    std::vector<int64_t> flat_shape{B * M};
+    for (int64_t d = 2; d < patches.dim(); ++d) flat_shape.push_back(patches.size(d));
+    auto flat = patches.reshape(flat_shape);
+    torch::Tensor emb;
+    if (valid.defined() && !valid.all().item<bool>()) {
+        // Padding rows are neither encoded nor seen by BatchNorm: they would bias its statistics.
+        auto keep = valid.reshape({B * M});
+        auto emb_valid = embed(flat.index({keep}));
+        emb = torch::zeros({B * M, D}, emb_valid.options()).index_put({keep}, emb_valid);
+    } else {
+        emb = embed(flat);
+    }
+    emb = with_pos(emb.view({B, M, D}), idx);
+    auto tokens = transf(emb, valid, attn_out);  // [B, T, D]
+    std::vector<torch::Tensor> logits;
+    for (size_t t = 0; t < cfg.tasks.size(); ++t)
+        logits.push_back(heads[t]->forward(tokens.select(1, cfg.tasks[t].id)));
+    return logits;
+}
+
+std::vector<torch::Tensor> IPSNetImpl::probabilities(const std::vector<torch::Tensor>& logits) const {
+    std::vector<torch::Tensor> probs;
+    for (size_t t = 0; t < logits.size(); ++t)
+        probs.push_back(cfg.tasks[t].act_fn == ActFn::softmax ? torch::softmax(logits[t], -1)
+                                                              : torch::sigmoid(logits[t]));
+    return probs;
+}
+
+int64_t parameter_count(torch::nn::Module& module) {
+    int64_t n = 0;
+    for (const auto& p : module.parameters()) n += p.numel();
+    return n;
+}
+
+}  // namespace ips
