@@ -1,0 +1,61 @@
+// PyTorch checkpoint files (torch.save of a state_dict) read and written without Python.
+// libtorch's own torch::pickle_load rejects the OrderedDict that torch.save writes for a
+// state_dict (SPEC §1.6), so the pickle inside the zip archive is interpreted here.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ips {
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// Reads a file written by torch.save (PyTorch >= 1.6 zip format) and returns its tensors in
+// file order, on the CPU, with their saved dtype, sizes and strides (views that shared a storage
+// in Python share one here too). Nested containers are flattened with dotted keys:
+// {'model': {'fc.weight': t}, 'epoch': 3} gives "model.fc.weight"; list and tuple items are
+// numbered; values that are not tensors are skipped. A non-empty `root` keeps only the entries
+// under that dotted prefix, with the prefix removed (root "model" gives "fc.weight").
+// Throws std::runtime_error naming the file and the problem (missing, not a zip archive,
+// legacy format, truncated, corrupt pickle, unsupported object).
+NamedTensors torch_file_read(const std::string& path, const std::string& root = "");
+
+// Writes the tensors as torch.save(OrderedDict) does, so Python's torch.load returns an
+// OrderedDict that model.load_state_dict accepts. Tensors are written contiguous from the CPU.
+// The file is written to a temporary name and renamed, so a crash never leaves a partial file.
+void torch_file_write(const std::string& path, const NamedTensors& tensors);
+
+struct StateDictReport {
+    std::vector<std::string> missing;         // in the module, not in the state dict
+    std::vector<std::string> unexpected;      // in the state dict, not in the module
+    std::vector<std::string> shape_mismatch;  // in both, with different sizes
+};
+
+// Copies a state dict into the module's parameters and buffers (converting dtype and device).
+// Keys of `sd` name entries of the module below `prefix_in_module` ("encoder." puts "4.0.conv1.weight"
+// into "encoder.4.0.conv1.weight"); only module entries under that prefix count as missing.
+// A missing BatchNorm "num_batches_tracked" is not an error: old torchvision files lack it.
+// With `strict`, any missing / unexpected / mismatched key throws std::runtime_error listing them
+// (and `source`, usually the file name), and nothing is copied; without it, what fits is copied.
+StateDictReport state_dict_apply(torch::nn::Module& module, const NamedTensors& sd,
+                                 const std::string& prefix_in_module = "", bool strict = true,
+                                 const std::string& source = "");
+
+// Parameters and buffers in PyTorch's state_dict order: each module's own parameters, then its
+// own buffers, then its children in registration order.
+NamedTensors state_dict_of(torch::nn::Module& module);
+
+// Loads a torchvision ResNet file (conv1, bn1, layer1..layer4, fc) into our numbered trunk
+// (0 conv1, 1 bn1, 4 layer1, 5 layer2, 6 layer3, 7 layer4). fc is ignored, and so are layer3
+// and layer4 when n_res_blocks == 2. Strict otherwise: a mismatch (e.g. a 3-channel conv1 into
+// a 1-channel trunk) throws std::runtime_error naming the torchvision key and both shapes.
+void trunk_load_torchvision(torch::nn::Sequential& trunk, const std::string& path, int n_res_blocks);
+
+// torchvision key -> trunk key ("layer1.0.conv1.weight" -> "4.0.conv1.weight"); "" for keys the
+// trunk does not hold (fc.*, and layer3/layer4 when n_res_blocks == 2).
+std::string trunk_key_from_torchvision(const std::string& key, int n_res_blocks);
+
+}  // namespace ips
