@@ -6,6 +6,7 @@
 
 #include "ips/bench.h"
 #include "ips/checkpoint.h"
+#include "ips/pretrain.h"
 #include "ips/train.h"
 
 namespace ips::cli {
@@ -129,6 +130,27 @@ void cmd_bench_setup(CLI::App* sub, GlobalOptions& g) {
                     static_cast<long long>(r.M), static_cast<long long>(r.I), r.ms_per_batch, r.img_per_s,
                     r.peak_mem_gib, r.peak_mem_kind.c_str());
         if (*json) std::printf("%s\n", bench_to_json(r).c_str());
+    });
+}
+
+void cmd_pretrain_setup(CLI::App* sub, GlobalOptions& g) {
+    auto config = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto opt = std::make_shared<PretrainOptions>();
+    sub->add_option("config", *config, "YAML config (its data_dir, patch_size and encoder)")->required();
+    sub->add_option("--weights-out", *out, "where to write the trunk (torchvision layout)")->required();
+    sub->add_option("--steps", opt->steps, "optimizer steps");
+    sub->add_option("--batch", opt->batch, "crops per step");
+    sub->add_option("--lr", opt->lr, "peak learning rate (cosine decay)");
+    global_options_add(sub, g);
+    sub->callback([config, out, opt, &g] {
+        Config cfg = config_for_command(*config, g);
+        if (cfg.dataset != "megapixel_mnist")
+            throw ConfigError("config key 'dataset': pre-training reads digit positions of megapixel_mnist data");
+        opt->device = global_options_apply(g);
+        PretrainResult r = encoder_pretrain_megapixel_mnist(cfg, *opt, *out);
+        std::printf("pre-trained encoder: %d steps in %.1f s, crop accuracy on the test split %.4f, written to %s\n",
+                    r.steps, r.seconds, r.test_accuracy, out->c_str());
     });
 }
 

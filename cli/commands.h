@@ -37,6 +37,8 @@ struct CommandSpec {
 void cmd_train_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_eval_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_bench_setup(CLI::App* sub, GlobalOptions& g);
+void cmd_predict_setup(CLI::App* sub, GlobalOptions& g);
+void cmd_pretrain_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_data_setup(CLI::App* sub, GlobalOptions& g);  // cmd_data.cpp: data set generators
 
 }  // namespace ips::cli

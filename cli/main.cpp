@@ -6,8 +6,11 @@
 namespace {
 
 const ips::cli::CommandSpec kCommands[] = {
+    {"data", "generate data sets: ips data megapixel-mnist --digits SRC --out DIR", ips::cli::cmd_data_setup},
+    {"pretrain", "pre-train the patch encoder on labelled crops (Megapixel MNIST digit positions)", ips::cli::cmd_pretrain_setup},
     {"train", "train a model from a config (progress, metrics.jsonl, checkpoints)", ips::cli::cmd_train_setup},
     {"eval", "evaluate a checkpoint on the test split", ips::cli::cmd_eval_setup},
+    {"predict", "class probabilities, selected patches and an attention heat map for images", ips::cli::cmd_predict_setup},
     {"bench", "time training steps or inference on synthetic inputs of a config's shapes", ips::cli::cmd_bench_setup},
 };
 

@@ -151,6 +151,7 @@ const std::vector<KeySpec>& key_table() {
         str_key("encoder_weights", &Config::encoder_weights),
         int_key("n_chan_in", &Config::n_chan_in),
         int_key("n_res_blocks", &Config::n_res_blocks),
+        int_key("encoder_width", &Config::encoder_width),
         bool_key("shuffle", &Config::shuffle),
         str_key("shuffle_style", &Config::shuffle_style),
         bool_key("shuffle_eval", &Config::shuffle_eval),
@@ -307,11 +308,13 @@ void config_validate(const Config& c) {
     if (c.D_inner < 1) fail("D_inner", "must be >= 1");
     if (c.use_pos && c.D % 2 != 0) fail("D", "must be even when use_pos is on (sin/cos pairs)");
     if (c.is_image) {
-        int64_t trunk_dim = c.enc_type == "resnet50" ? (c.n_res_blocks == 4 ? 2048 : 512)
-                                                     : (c.n_res_blocks == 4 ? 512 : 128);
+        if (c.encoder_width < 1) fail("encoder_width", "must be >= 1");
+        const int64_t expansion = c.enc_type == "resnet50" ? 4 : 1;
+        const int64_t trunk_dim = c.encoder_width * (c.n_res_blocks == 4 ? 8 : 2) * expansion;
         if (c.D != trunk_dim)
             fail("D", "the " + c.enc_type + " trunk with " + std::to_string(c.n_res_blocks) +
-                          " blocks yields " + std::to_string(trunk_dim) + "-d embeddings, not " +
+                          " blocks of width " + std::to_string(c.encoder_width) + " yields " +
+                          std::to_string(trunk_dim) + "-d embeddings, not " +
                           std::to_string(c.D));
     }
     if (c.attn_dropout < 0 || c.attn_dropout >= 1) fail("attn_dropout", "must be in [0, 1)");

@@ -102,19 +102,19 @@ void resnet_init(nn::Module& m) {
 }  // namespace
 
 torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
-                                        int n_res_blocks, int64_t* out_dim) {
+                                        int n_res_blocks, int64_t* out_dim, int64_t width) {
     bool bottleneck = enc_type == "resnet50";
     std::vector<int> blocks = enc_type == "resnet18" ? std::vector<int>{2, 2, 2, 2}
                                                      : std::vector<int>{3, 4, 6, 3};
     if (enc_type != "resnet18" && enc_type != "resnet34" && enc_type != "resnet50")
         throw std::invalid_argument("unknown encoder type '" + enc_type + "'");
     nn::Sequential trunk;
-    trunk->push_back(conv_make(n_chan_in, 64, 7, 2, 3));
-    trunk->push_back(nn::BatchNorm2d(64));
+    trunk->push_back(conv_make(n_chan_in, width, 7, 2, 3));
+    trunk->push_back(nn::BatchNorm2d(width));
     trunk->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
     trunk->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
-    int64_t in = 64;
-    const int64_t planes[4] = {64, 128, 256, 512};
+    int64_t in = width;
+    const int64_t planes[4] = {width, 2 * width, 4 * width, 8 * width};
     for (int l = 0; l < n_res_blocks; ++l)
         trunk->push_back(resnet_layer_make(bottleneck, &in, planes[l], blocks[l], l == 0 ? 1 : 2));
     trunk->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
@@ -209,7 +209,7 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& x, const torch::Tens
 IPSNetImpl::IPSNetImpl(const Config& cfg_) : cfg(cfg_), D(cfg_.D) {
     if (cfg.is_image) {
         int64_t trunk_dim = 0;
-        encoder = resnet_trunk_make(cfg.enc_type, cfg.n_chan_in, cfg.n_res_blocks, &trunk_dim);
+        encoder = resnet_trunk_make(cfg.enc_type, cfg.n_chan_in, cfg.n_res_blocks, &trunk_dim, cfg.encoder_width);
         TORCH_CHECK(trunk_dim == D, "config key 'D' is ", D, " but the trunk yields ", trunk_dim);
     } else {
         encoder = projector_make(cfg.n_chan_in, D);
@@ -221,7 +221,8 @@ IPSNetImpl::IPSNetImpl(const Config& cfg_) : cfg(cfg_), D(cfg_.D) {
     for (const auto& task : cfg.tasks) {
         // A one-element Sequential keeps the reference key "output_layers.<name>.0.weight".
         nn::Sequential head(nn::Linear(D, cfg.n_class));
-        output_layers->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{{task.name, head.ptr()}});
+        output_layers->update(std::vector<std::pair<std::string, std::shared_ptr<nn::Module>>>{
+            {task.name, head.ptr()}});
         heads.push_back(head);
     }
 }

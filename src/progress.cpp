@@ -41,8 +41,9 @@ void draw(const Progress& p, const std::string& info, bool final_line) {
 void Progress::update(int64_t n, const std::string& info) {
     done += n;
     auto now = std::chrono::steady_clock::now();
-    // Terminals get a redraw at most 10 times a second; logs get nothing until the end.
-    if (tty && now - last_draw > std::chrono::milliseconds(100)) {
+    // Terminals get a redraw at most 10 times a second; logs a line every 30 seconds.
+    if ((tty && now - last_draw > std::chrono::milliseconds(100)) ||
+        (!tty && now - last_draw > std::chrono::seconds(30))) {
         last_draw = now;
         draw(*this, info, false);
     }

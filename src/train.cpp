@@ -11,13 +11,22 @@
 
 #include "ips/checkpoint.h"
 #include "ips/progress.h"
+#include "ips/torch_file.h"
 
 namespace ips {
 namespace fs = std::filesystem;
 
 IPSNet net_make(const Config& cfg) {
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-    return IPSNet(cfg);
+    IPSNet net(cfg);
+    if (cfg.is_image && !cfg.encoder_weights.empty()) {
+        trunk_load_torchvision(net->encoder, cfg.encoder_weights, cfg.n_res_blocks);
+    } else if (cfg.is_image && cfg.pretrained) {
+        // Nothing is downloaded here: ImageNet weights must be given as a file.
+        std::fprintf(stderr, "warning: 'pretrained' is set but 'encoder_weights' names no file: the encoder "
+                             "starts from random weights\n");
+    }
+    return net;
 }
 
 SelectOptions select_options(const Config& cfg, const torch::Device& device, bool train) {

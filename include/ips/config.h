@@ -54,6 +54,7 @@ struct Config {
     std::string encoder_weights;        // torchvision state dict to initialise the trunk from
     int n_chan_in = 1;
     int n_res_blocks = 2;               // 2 or 4
+    int encoder_width = 64;             // channels of the first ResNet stage (torchvision: 64)
     // selection
     bool shuffle = true;
     std::string shuffle_style = "batch";  // batch | instance

@@ -12,9 +12,10 @@ namespace ips {
 
 // ResNet trunk in torchvision layout as a numbered Sequential:
 // 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4 layer1, 5 layer2, [6 layer3, 7 layer4], avgpool, flatten.
-// enc_type: "resnet18" | "resnet34" | "resnet50". Output: [n, out_dim].
+// enc_type: "resnet18" | "resnet34" | "resnet50"; width: channels of the first stage (64 in
+// torchvision; narrower trunks are cheaper on CPUs). Output: [n, out_dim].
 torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
-                                        int n_res_blocks, int64_t* out_dim);
+                                        int n_res_blocks, int64_t* out_dim, int64_t width = 64);
 
 // LayerNorm(F, no affine) -> Linear(F, D) -> BatchNorm1d(D) -> ReLU. Input [n, F], output [n, D].
 torch::nn::Sequential projector_make(int64_t n_features, int64_t D);

@@ -1,5 +1,5 @@
-// A one-line progress bar on stderr with rate and ETA; quiet when stderr is not a terminal
-// except for a final line, so logs stay readable.
+// A one-line progress bar on stderr with rate and ETA. When stderr is not a terminal it writes a
+// plain line every 30 seconds and one at the end, so logs stay readable.
 #pragma once
 
 #include <chrono>

@@ -1,0 +1,134 @@
+#include "ips/heatmap.h"
+
+#include <vips/vips8>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "ips/image_io.h"
+
+namespace ips {
+namespace {
+
+using torch::indexing::Slice;
+
+// Blue -> cyan -> yellow -> red for t in [0, 1] (the "jet" ramp), as 0..255 floats.
+std::array<float, 3> ramp(double t) {
+    auto c = [](double v) { return static_cast<float>(255.0 * std::clamp(v, 0.0, 1.0)); };
+    return {c(1.5 - std::abs(4 * t - 3)), c(1.5 - std::abs(4 * t - 2)), c(1.5 - std::abs(4 * t - 1))};
+}
+
+torch::Tensor colour(const std::array<float, 3>& rgb) { return torch::tensor({rgb[0], rgb[1], rgb[2]}).view({3, 1, 1}); }
+
+void rect_fill(torch::Tensor& canvas, int64_t x0, int64_t y0, int64_t x1, int64_t y1, const torch::Tensor& c,
+               float alpha) {
+    const int64_t H = canvas.size(1), W = canvas.size(2);
+    x0 = std::clamp<int64_t>(x0, 0, W), x1 = std::clamp<int64_t>(x1, 0, W);
+    y0 = std::clamp<int64_t>(y0, 0, H), y1 = std::clamp<int64_t>(y1, 0, H);
+    if (x0 >= x1 || y0 >= y1) return;
+    auto region = canvas.index({Slice(), Slice(y0, y1), Slice(x0, x1)});
+    region.mul_(1 - alpha).add_(c * alpha);
+}
+
+void outline(torch::Tensor& canvas, const PatchBox& b, const torch::Tensor& c, int64_t thick) {
+    rect_fill(canvas, b.x, b.y, b.x + b.w, b.y + thick, c, 1);
+    rect_fill(canvas, b.x, b.y + b.h - thick, b.x + b.w, b.y + b.h, c, 1);
+    rect_fill(canvas, b.x, b.y, b.x + thick, b.y + b.h, c, 1);
+    rect_fill(canvas, b.x + b.w - thick, b.y, b.x + b.w, b.y + b.h, c, 1);
+}
+
+// Rendered text as an alpha mask [h, w] float in [0, 1]; empty when libvips has no text support.
+torch::Tensor text_mask(const std::string& text, int dpi) {
+    vips_ensure_init();
+    try {
+        vips::VImage t = vips::VImage::text(text.c_str(), vips::VImage::option()->set("dpi", dpi));
+        size_t size = 0;
+        void* mem = t.write_to_memory(&size);
+        auto mask = torch::from_blob(mem, {t.height(), t.width()}, [](void* p) { g_free(p); }, torch::kUInt8);
+        return mask.to(torch::kFloat32) / 255.0;
+    } catch (const vips::VError&) {
+        return {};
+    }
+}
+
+void text_draw(torch::Tensor& canvas, const std::string& text, int64_t x, int64_t y, const torch::Tensor& c,
+               int dpi = 72) {
+    auto mask = text_mask(text, dpi);
+    if (!mask.defined()) return;
+    const int64_t H = canvas.size(1), W = canvas.size(2);
+    const int64_t h = std::min(mask.size(0), H - y), w = std::min(mask.size(1), W - x);
+    if (h <= 0 || w <= 0 || x < 0 || y < 0) return;
+    auto m = mask.index({Slice(0, h), Slice(0, w)}).unsqueeze(0);
+    auto region = canvas.index({Slice(), Slice(y, y + h), Slice(x, x + w)});
+    region.mul_(1 - m).add_(c * m);
+}
+
+}  // namespace
+
+torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<PatchBox>& boxes) {
+    TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "heatmap_render takes [1|3, H, W]");
+    auto canvas = image.to(torch::kFloat32).expand({3, image.size(1), image.size(2)}).clone() * 0.55;
+    double top = 0;
+    for (const auto& b : boxes) top = std::max(top, b.score);
+    // Lowest score first so that the most attended patches end up on top where patches overlap.
+    std::vector<PatchBox> order = boxes;
+    std::sort(order.begin(), order.end(), [](const PatchBox& a, const PatchBox& b) { return a.score < b.score; });
+    const int64_t thick = std::max<int64_t>(1, std::min(image.size(1), image.size(2)) / 500);
+    for (const auto& b : order) {
+        auto c = colour(ramp(top > 0 ? b.score / top : 0));
+        rect_fill(canvas, b.x, b.y, b.x + b.w, b.y + b.h, c, 0.45f);
+        outline(canvas, b, c, thick);
+    }
+    return canvas.clamp(0, 255).to(torch::kUInt8);
+}
+
+torch::Tensor curve_render(const std::vector<Series>& series, const std::string& title, int64_t width,
+                           int64_t height) {
+    auto canvas = torch::full({3, height, width}, 255.0f);
+    const int64_t left = 70, right = 170, top = 40, bottom = 50;
+    const int64_t pw = width - left - right, ph = height - top - bottom;
+    double lo = 0, hi = 1;
+    size_t n = 0;
+    for (const auto& s : series)
+        for (double v : s.values)
+            if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v), n = std::max(n, s.values.size());
+    const auto ink = colour({60, 60, 60});
+    const auto grid = colour({225, 225, 225});
+    for (int k = 0; k <= 4; ++k) {  // horizontal grid and y labels
+        const int64_t y = top + ph - ph * k / 4;
+        rect_fill(canvas, left, y, left + pw, y + 1, grid, 1);
+        char label[32];
+        std::snprintf(label, sizeof label, "%.2f", lo + (hi - lo) * k / 4);
+        text_draw(canvas, label, 8, y - 8, ink);
+    }
+    rect_fill(canvas, left, top, left + 2, top + ph, ink, 1);
+    rect_fill(canvas, left, top + ph, left + pw, top + ph + 2, ink, 1);
+    text_draw(canvas, title, left, 10, ink, 90);
+    char xlabel[64];
+    std::snprintf(xlabel, sizeof xlabel, "epoch (1 .. %zu)", n);
+    text_draw(canvas, xlabel, left + pw / 2 - 40, top + ph + 15, ink);
+    for (size_t s = 0; s < series.size(); ++s) {
+        auto c = colour(ramp(series.size() > 1 ? static_cast<double>(s) / (series.size() - 1) : 0.0));
+        const auto& v = series[s].values;
+        auto px = [&](double i) { return left + static_cast<int64_t>(std::llround(n > 1 ? pw * i / (n - 1) : pw / 2)); };
+        auto py = [&](double val) { return top + ph - static_cast<int64_t>(std::llround(ph * (val - lo) / (hi - lo))); };
+        for (size_t i = 0; i < v.size(); ++i) {
+            if (!std::isfinite(v[i])) continue;
+            rect_fill(canvas, px(i) - 3, py(v[i]) - 3, px(i) + 4, py(v[i]) + 4, c, 1);
+            if (i + 1 < v.size() && std::isfinite(v[i + 1])) {  // segment as a run of dots
+                for (int k = 0; k <= 40; ++k) {
+                    const double f = k / 40.0;
+                    const int64_t x = px(i + f), y = py(v[i] + f * (v[i + 1] - v[i]));
+                    rect_fill(canvas, x - 1, y - 1, x + 2, y + 2, c, 1);
+                }
+            }
+        }
+        const int64_t ly = top + 10 + static_cast<int64_t>(s) * 22;
+        rect_fill(canvas, left + pw + 15, ly, left + pw + 35, ly + 4, c, 1);
+        text_draw(canvas, series[s].name, left + pw + 42, ly - 7, ink);
+    }
+    return canvas.clamp(0, 255).to(torch::kUInt8);
+}
+
+}  // namespace ips
