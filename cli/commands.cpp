@@ -2,11 +2,11 @@
 
 #include <cstdio>
 #include <iostream>
-#include <thread>
 
 #include "ips/bench.h"
 #include "ips/checkpoint.h"
 #include "ips/pretrain.h"
+#include "ips/runtime.h"
 #include "ips/train.h"
 
 namespace ips::cli {
@@ -21,8 +21,7 @@ void global_options_add(CLI::App* sub, GlobalOptions& g) {
 }
 
 torch::Device global_options_apply(const GlobalOptions& g) {
-    int threads = g.threads > 0 ? g.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    torch::set_num_threads(threads);
+    runtime_configure(g.threads);
     if (g.device == "cpu") return torch::kCPU;
     if (g.device == "cuda") {
         if (!torch::cuda::is_available())

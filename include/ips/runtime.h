@@ -1,0 +1,12 @@
+// Process-wide settings that make libtorch fast on CPUs; the CLI applies them at start-up.
+#pragma once
+
+namespace ips {
+
+// Sets the intra-op thread count (0 = all cores) and keeps glibc from handing large tensor
+// buffers back to the kernel on every free: by default every buffer over the mmap threshold is a
+// fresh mmap, and the page faults on first touch cost more than the convolutions (measured 2.5x
+// on selection of the Megapixel MNIST configuration, 2 cores; docs/BENCHMARKS.md).
+void runtime_configure(int threads);
+
+}  // namespace ips
