@@ -39,6 +39,7 @@ void cmd_eval_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_bench_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_predict_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_pretrain_setup(CLI::App* sub, GlobalOptions& g);
+void cmd_plot_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_data_setup(CLI::App* sub, GlobalOptions& g);  // cmd_data.cpp: data set generators
 
 }  // namespace ips::cli

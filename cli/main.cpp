@@ -11,6 +11,7 @@ const ips::cli::CommandSpec kCommands[] = {
     {"train", "train a model from a config (progress, metrics.jsonl, checkpoints)", ips::cli::cmd_train_setup},
     {"eval", "evaluate a checkpoint on the test split", ips::cli::cmd_eval_setup},
     {"predict", "class probabilities, selected patches and an attention heat map for images", ips::cli::cmd_predict_setup},
+    {"plot", "learning curves of a run: ips plot RUN/metrics.jsonl --out curve.png", ips::cli::cmd_plot_setup},
     {"bench", "time training steps or inference on synthetic inputs of a config's shapes", ips::cli::cmd_bench_setup},
 };
 

@@ -190,7 +190,8 @@ void override_apply(YAML::Node& root, const std::string& assignment) {
     std::string key = assignment.substr(0, eq);
     YAML::Node value;
     try {
-        value = YAML::Load(assignment.substr(eq + 1));
+        // "key=" sets an empty string (to clear a file key such as encoder_weights).
+        value = eq + 1 == assignment.size() ? YAML::Node(std::string()) : YAML::Load(assignment.substr(eq + 1));
     } catch (const YAML::Exception& e) {
         throw ConfigError("override of config key '" + key + "': value is not valid YAML: " + e.what());
     }
