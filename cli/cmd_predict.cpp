@@ -95,7 +95,7 @@ void cmd_predict_setup(CLI::App* sub, GlobalOptions& g) {
     auto args = std::make_shared<PredictArgs>();
     sub->add_option("config", args->config, "YAML config the weights were trained with")->required();
     sub->add_option("images", args->images, "image files")->required();
-    sub->add_option("--weights", args->weights, "checkpoint (ips train's last.pt / best.pt)")->required();
+    sub->add_option("--weights", args->weights, "ips checkpoint (last.pt / best.pt) or PyTorch state dict in the reference layout")->required();
     sub->add_flag("--json", args->json, "one JSON object per image per line");
     sub->add_option("--heatmap", args->heatmap, "write the attention heat map to this PNG");
     global_options_add(sub, g);
@@ -104,7 +104,7 @@ void cmd_predict_setup(CLI::App* sub, GlobalOptions& g) {
         if (!cfg.is_image) throw ConfigError("config key 'is_image': predict reads image files; this config is for features");
         torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg);
-        checkpoint_load(args->weights, net, nullptr);
+        weights_load(args->weights, net);
         net->to(device);
         net->eval();
         torch::NoGradGuard no_grad;

@@ -96,13 +96,13 @@ void cmd_eval_setup(CLI::App* sub, GlobalOptions& g) {
     auto config = std::make_shared<std::string>();
     auto checkpoint = std::make_shared<std::string>();
     sub->add_option("config", *config, "YAML config")->required();
-    sub->add_option("--checkpoint", *checkpoint, "checkpoint written by ips train")->required();
+    sub->add_option("--checkpoint", *checkpoint, "ips checkpoint or PyTorch state dict (reference layout)")->required();
     global_options_add(sub, g);
     sub->callback([config, checkpoint, &g] {
         Config cfg = config_for_command(*config, g);
         torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg);
-        checkpoint_load(*checkpoint, net, nullptr);
+        weights_load(*checkpoint, net);
         net->to(device);
         auto data = dataset_open(cfg, "test");
         EvalResult r = evaluate(net, cfg, *data, device, true);

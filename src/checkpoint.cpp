@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include "ips/torch_file.h"
+
 namespace ips {
 namespace {
 
@@ -108,6 +110,24 @@ CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::opti
         optimizer->load(opt_ar);
     }
     return meta;
+}
+
+void weights_load(const std::string& path, IPSNet& net) {
+    std::string ours_error;
+    try {
+        checkpoint_load(path, net, nullptr);
+        return;
+    } catch (const std::exception& e) {
+        ours_error = e.what();
+    }
+    NamedTensors sd;
+    try {
+        sd = torch_file_read(path);
+    } catch (const std::exception& e) {
+        throw std::runtime_error("weights '" + path + "' are neither an ips checkpoint (" + ours_error +
+                                 ") nor a PyTorch state dict (" + e.what() + ")");
+    }
+    state_dict_apply(*net, sd, "", /*strict=*/true, path);
 }
 
 }  // namespace ips

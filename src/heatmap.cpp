@@ -68,7 +68,8 @@ void text_draw(torch::Tensor& canvas, const std::string& text, int64_t x, int64_
 
 torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<PatchBox>& boxes) {
     TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "heatmap_render takes [1|3, H, W]");
-    auto canvas = image.to(torch::kFloat32).expand({3, image.size(1), image.size(2)}).clone() * 0.55;
+    // Slightly dimmed so that colour reads as colour, but the content stays visible under it.
+    auto canvas = image.to(torch::kFloat32).expand({3, image.size(1), image.size(2)}).clone() * 0.8;
     double top = 0;
     for (const auto& b : boxes) top = std::max(top, b.score);
     // Lowest score first so that the most attended patches end up on top where patches overlap.
@@ -77,7 +78,7 @@ torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<Patch
     const int64_t thick = std::max<int64_t>(1, std::min(image.size(1), image.size(2)) / 500);
     for (const auto& b : order) {
         auto c = colour(ramp(top > 0 ? b.score / top : 0));
-        rect_fill(canvas, b.x, b.y, b.x + b.w, b.y + b.h, c, 0.45f);
+        rect_fill(canvas, b.x, b.y, b.x + b.w, b.y + b.h, c, 0.35f);
         outline(canvas, b, c, thick);
     }
     return canvas.clamp(0, 255).to(torch::kUInt8);
@@ -86,7 +87,7 @@ torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<Patch
 torch::Tensor curve_render(const std::vector<Series>& series, const std::string& title, int64_t width,
                            int64_t height) {
     auto canvas = torch::full({3, height, width}, 255.0f);
-    const int64_t left = 70, right = 170, top = 40, bottom = 50;
+    const int64_t left = 70, right = 230, top = 40, bottom = 50;
     const int64_t pw = width - left - right, ph = height - top - bottom;
     double lo = 0, hi = 1;
     size_t n = 0;
@@ -117,8 +118,10 @@ torch::Tensor curve_render(const std::vector<Series>& series, const std::string&
             if (!std::isfinite(v[i])) continue;
             rect_fill(canvas, px(i) - 3, py(v[i]) - 3, px(i) + 4, py(v[i]) + 4, c, 1);
             if (i + 1 < v.size() && std::isfinite(v[i + 1])) {  // segment as a run of dots
-                for (int k = 0; k <= 40; ++k) {
-                    const double f = k / 40.0;
+                const int steps = static_cast<int>(std::max<int64_t>(
+                    40, std::abs(py(v[i + 1]) - py(v[i])) + std::abs(px(i + 1.0) - px(i))));
+                for (int k = 0; k <= steps; ++k) {
+                    const double f = static_cast<double>(k) / steps;
                     const int64_t x = px(i + f), y = py(v[i] + f * (v[i + 1] - v[i]));
                     rect_fill(canvas, x - 1, y - 1, x + 2, y + 2, c, 1);
                 }

@@ -21,6 +21,11 @@ void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimiz
 // the file and, for a mismatch, the parameter.
 CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net,
                                torch::optim::Optimizer* optimizer);
+// Loads model weights from either our checkpoint or a PyTorch state dict in the reference
+// implementation's layout (torch.save(model.state_dict())), strictly: missing, unexpected and
+// mis-shaped keys are reported by name with the file.
+void weights_load(const std::string& path, IPSNet& net);
+
 // Reads only the meta data (to rebuild the config before building the net).
 CheckpointMeta checkpoint_meta(const std::string& path);
 

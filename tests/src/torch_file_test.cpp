@@ -16,6 +16,7 @@
 #include <map>
 #include <sstream>
 
+#include "test_support.h"
 #include "ips/model.h"
 #include "ips/torch_file.h"
 
@@ -52,16 +53,7 @@ int run_script(const std::string& mode, const fs::path& dir, const fs::path& log
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
 }
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("ips_torch_file_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::create_directories(path);
-    }
-    ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 // The peer files (about 150 MB, 10 s to make) are made once per script version and shared by
 // the test processes ctest starts; a finished folder is renamed into place, so racing

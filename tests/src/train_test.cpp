@@ -5,6 +5,7 @@
 #include <random>
 
 #include "ips/checkpoint.h"
+#include "ips/torch_file.h"
 #include "ips/train.h"
 #include "test_util.h"
 
@@ -213,4 +214,34 @@ TEST(Train, ResumeReplaysTheUninterruptedRun) {
     for (const char* f : {"config.yaml", "last.pt", "best.pt", "metrics.jsonl"}) EXPECT_TRUE(fs::exists(straight / f)) << f;
     fs::remove_all(straight);
     fs::remove_all(resumed);
+}
+
+TEST(Train, WeightsLoadTakesReferenceLayoutStateDicts) {
+    fs::path dir = temp_dir("weights");
+    Config cfg = test::tiny_bag_config();
+    IPSNet a = net_make(cfg);
+    // A state dict with the reference's key names, written as torch.save writes it.
+    torch_file_write((dir / "ref.pt").string(), state_dict_of(*a));
+    cfg.seed = 5;
+    IPSNet b = net_make(cfg);
+    weights_load((dir / "ref.pt").string(), b);
+    for (const auto& item : a->named_parameters()) EXPECT_TRUE(torch::equal(item.value(), b->named_parameters()[item.key()]));
+    // Our own checkpoints go through the same entry point.
+    checkpoint_save((dir / "ours.pt").string(), a, nullptr, CheckpointMeta{});
+    IPSNet c = net_make(cfg);
+    weights_load((dir / "ours.pt").string(), c);
+    EXPECT_TRUE(torch::equal(a->named_parameters()["transf.crs_attn.q"], c->named_parameters()["transf.crs_attn.q"]));
+    // Another architecture: the mismatched key is named.
+    Config other = test::tiny_bag_config();
+    other.D = 32;
+    IPSNet d = net_make(other);
+    try {
+        weights_load((dir / "ref.pt").string(), d);
+        FAIL();
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("transf.crs_attn.q"), std::string::npos) << e.what();
+    }
+    std::ofstream(dir / "junk.pt") << "junk";
+    EXPECT_THROW(weights_load((dir / "junk.pt").string(), d), std::runtime_error);
+    fs::remove_all(dir);
 }

