@@ -201,7 +201,9 @@ struct CountingAllocator final : c10::Allocator {
         ctx->self->live -= static_cast<int64_t>(ctx->n);
         delete ctx;
     }
-#if TORCH_VERSION_MAJOR >= 2
+// libtorch 2.3 made allocate() non-const and added copy_data().
+#define IPS_ALLOCATOR_2_3 (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3))
+#if IPS_ALLOCATOR_2_3
     c10::DataPtr allocate(size_t n) override {
 #else
     c10::DataPtr allocate(size_t n) const override {
@@ -215,7 +217,7 @@ struct CountingAllocator final : c10::Allocator {
         return {data, new Ctx{std::move(inner), n, this}, &release, c10::Device(c10::kCPU)};
     }
     c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-#if TORCH_VERSION_MAJOR >= 2 && TORCH_VERSION_MINOR >= 3
+#if IPS_ALLOCATOR_2_3
     void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 #endif
 };
