@@ -58,7 +58,7 @@ std::string metrics_summary(const Config& cfg, const EvalResult& r) {
     std::string s = "test loss " + std::to_string(r.loss);
     for (size_t t = 0; t < cfg.tasks.size() && t < r.task_metric.size(); ++t) {
         const auto& task = cfg.tasks[t];
-        const char* m = task.metric == Metric::accuracy ? "accuracy" : task.metric == Metric::auc ? "auc" : "multilabel_accuracy";
+        const char* m = metric_name(task.metric);
         char buf[128];
         std::snprintf(buf, sizeof buf, ", %s %s %.4f", task.name.c_str(), m, r.task_metric[t]);
         s += buf;

@@ -85,9 +85,6 @@ Metric metric_parse(const std::string& s, const std::string& key) {
                       "': expected accuracy, multilabel_accuracy or auc, got '" + s + "'");
 }
 const char* act_fn_name(ActFn a) { return a == ActFn::softmax ? "softmax" : "sigmoid"; }
-const char* metric_name(Metric m) {
-    return m == Metric::accuracy ? "accuracy" : m == Metric::auc ? "auc" : "multilabel_accuracy";
-}
 
 void tasks_read(Config& c, const YAML::Node& n) {
     if (!n.IsMap()) throw ConfigError("config key 'tasks': expected a map of tasks");
@@ -205,6 +202,10 @@ void override_apply(YAML::Node& root, const std::string& assignment) {
 }
 
 }  // namespace
+
+const char* metric_name(Metric m) {
+    return m == Metric::accuracy ? "accuracy" : m == Metric::auc ? "auc" : "multilabel_accuracy";
+}
 
 Config config_parse(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     std::vector<std::string>* ignored, const std::string& origin) {

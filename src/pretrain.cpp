@@ -68,25 +68,7 @@ struct CropSampler {
     }
 };
 
-// Our trunk key -> torchvision key: the inverse of trunk_key_from_torchvision.
-std::string torchvision_key(const std::string& key) {
-    static const std::vector<std::pair<std::string, std::string>> prefixes = {
-        {"0.", "conv1."}, {"1.", "bn1."}, {"4.", "layer1."}, {"5.", "layer2."}, {"6.", "layer3."}, {"7.", "layer4."}};
-    for (const auto& [ours, theirs] : prefixes)
-        if (key.rfind(ours, 0) == 0) return theirs + key.substr(ours.size());
-    return "";
-}
-
 }  // namespace
-
-void trunk_save_torchvision(torch::nn::Sequential& trunk, const std::string& path) {
-    NamedTensors out;
-    for (auto& [key, tensor] : state_dict_of(*trunk)) {
-        std::string name = torchvision_key(key);
-        if (!name.empty()) out.emplace_back(name, tensor);
-    }
-    torch_file_write(path, out);
-}
 
 PretrainResult encoder_pretrain_megapixel_mnist(const Config& cfg, const PretrainOptions& opt, const std::string& out) {
     if (!cfg.is_image) throw ConfigError("config key 'is_image': pre-training needs an image encoder");

@@ -382,4 +382,13 @@ void trunk_load_torchvision(torch::nn::Sequential& trunk, const std::string& pat
     apply_state(*trunk, mapped, "", /*strict=*/true, path, shown);
 }
 
+void trunk_save_torchvision(torch::nn::Sequential& trunk, const std::string& path) {
+    NamedTensors out;
+    for (auto& [key, tensor] : state_dict_of(*trunk)) {
+        const std::string name = torchvision_key_from_trunk(key);
+        if (name != key) out.emplace_back(name, tensor);  // pooling/flatten hold nothing to map
+    }
+    torch_file_write(path, out);
+}
+
 }  // namespace ips

@@ -212,9 +212,7 @@ std::string metrics_line(const Config& cfg, int epoch, double train_loss, const 
     j["seconds"] = seconds;
     for (size_t t = 0; t < cfg.tasks.size() && t < test.task_metric.size(); ++t) {
         const auto& task = cfg.tasks[t];
-        const char* metric = task.metric == Metric::accuracy ? "accuracy"
-                             : task.metric == Metric::auc    ? "auc"
-                                                             : "multilabel_accuracy";
+        const char* metric = metric_name(task.metric);
         j["test"][task.name] = {{"loss", test.task_loss[t]},
                                 {metric, std::isnan(test.task_metric[t]) ? nlohmann::json() : nlohmann::json(test.task_metric[t])}};
     }

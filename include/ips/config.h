@@ -17,6 +17,7 @@ struct ConfigError : std::runtime_error {
 
 enum class ActFn { softmax, sigmoid };
 enum class Metric { accuracy, multilabel_accuracy, auc };
+const char* metric_name(Metric m);  // as written in configs and metrics files
 
 struct Task {
     int id = 0;            // which query token feeds this task's head

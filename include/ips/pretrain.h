@@ -30,7 +30,4 @@ struct PretrainResult {
 // (conv1, bn1, layer1, ...), the format the `encoder_weights` key reads.
 PretrainResult encoder_pretrain_megapixel_mnist(const Config& cfg, const PretrainOptions& opt, const std::string& out);
 
-// Writes a trunk built by resnet_trunk_make as a torchvision ResNet state dict.
-void trunk_save_torchvision(torch::nn::Sequential& trunk, const std::string& path);
-
 }  // namespace ips

@@ -54,6 +54,10 @@ NamedTensors state_dict_of(torch::nn::Module& module);
 // a 1-channel trunk) throws std::runtime_error naming the torchvision key and both shapes.
 void trunk_load_torchvision(torch::nn::Sequential& trunk, const std::string& path, int n_res_blocks);
 
+// The inverse: writes a trunk built by resnet_trunk_make as a torchvision ResNet state dict
+// (without fc), the format trunk_load_torchvision and the `encoder_weights` key read.
+void trunk_save_torchvision(torch::nn::Sequential& trunk, const std::string& path);
+
 // torchvision key -> trunk key ("layer1.0.conv1.weight" -> "4.0.conv1.weight"); "" for keys the
 // trunk does not hold (fc.*, and layer3/layer4 when n_res_blocks == 2).
 std::string trunk_key_from_torchvision(const std::string& key, int n_res_blocks);
