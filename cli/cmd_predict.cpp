@@ -103,7 +103,7 @@ void cmd_predict_setup(CLI::App* sub, GlobalOptions& g) {
         Config cfg = config_for_command(args->config, g);
         if (!cfg.is_image) throw ConfigError("config key 'is_image': predict reads image files; this config is for features");
         torch::Device device = global_options_apply(g);
-        IPSNet net = net_make(cfg);
+        IPSNet net = net_make(cfg, /*initial_weights=*/false);
         weights_load(args->weights, net);
         net->to(device);
         net->eval();

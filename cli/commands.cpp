@@ -52,6 +52,7 @@ struct TrainArgs {
     bool resume = false;
     int stop_after = -1;
     bool quiet = false;
+    std::string weights;
 };
 
 std::string metrics_summary(const Config& cfg, const EvalResult& r) {
@@ -74,6 +75,8 @@ void cmd_train_setup(CLI::App* sub, GlobalOptions& g) {
     sub->add_flag("--resume", args->resume, "continue from OUT/last.pt");
     sub->add_option("--stop-after", args->stop_after, "end after this epoch (the schedule still spans n_epoch)");
     sub->add_flag("--quiet", args->quiet, "no progress bar");
+    sub->add_option("--weights", args->weights,
+                    "start from these weights: an ips checkpoint or a PyTorch state dict in the reference layout");
     global_options_add(sub, g);
     sub->callback([args, &g] {
         Config cfg = config_for_command(args->config, g);
@@ -83,6 +86,9 @@ void cmd_train_setup(CLI::App* sub, GlobalOptions& g) {
         opt.resume = args->resume;
         opt.stop_after_epoch = args->stop_after;
         opt.progress = !args->quiet;
+        opt.init_weights = args->weights;
+        if (opt.resume && !opt.init_weights.empty())
+            std::fprintf(stderr, "note: --resume continues from last.pt; --weights %s is not used\n", args->weights.c_str());
         std::fprintf(stderr, "training %s on %s, output in %s\n", args->config.c_str(), opt.device.str().c_str(),
                      opt.out_dir.c_str());
         auto records = train_run(cfg, opt);
@@ -96,12 +102,12 @@ void cmd_eval_setup(CLI::App* sub, GlobalOptions& g) {
     auto config = std::make_shared<std::string>();
     auto checkpoint = std::make_shared<std::string>();
     sub->add_option("config", *config, "YAML config")->required();
-    sub->add_option("--checkpoint", *checkpoint, "ips checkpoint or PyTorch state dict (reference layout)")->required();
+    sub->add_option("--weights,--checkpoint", *checkpoint, "ips checkpoint or PyTorch state dict (reference layout)")->required();
     global_options_add(sub, g);
     sub->callback([config, checkpoint, &g] {
         Config cfg = config_for_command(*config, g);
         torch::Device device = global_options_apply(g);
-        IPSNet net = net_make(cfg);
+        IPSNet net = net_make(cfg, /*initial_weights=*/false);
         weights_load(*checkpoint, net);
         net->to(device);
         auto data = dataset_open(cfg, "test");

@@ -1,133 +1,124 @@
+// Checkpoints are torch.save files: Python reads one with torch.load and hands ckpt['model'] to
+// the reference layout's load_state_dict. libtorch's optimizer state has no Python counterpart,
+// so it rides along as the bytes of libtorch's own archive.
 #include "ips/checkpoint.h"
 
-#include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <sstream>
 
 #include "ips/torch_file.h"
 
 namespace ips {
 namespace {
 
-constexpr const char* kFormat = "ips-checkpoint-v1";
+constexpr const char* kFormat = "ips-checkpoint-v2";
+constexpr const char* kOptimizerKey = "optimizer_libtorch";
 
-void file_must_exist(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw std::runtime_error("checkpoint '" + path + "': cannot open file");
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    throw std::runtime_error("checkpoint '" + path + "': " + what);
 }
 
-int64_t read_int(torch::serialize::InputArchive& ar, const char* key, const std::string& path) {
-    c10::IValue v;
-    if (!ar.try_read(key, v) || !v.isInt())
-        throw std::runtime_error("checkpoint '" + path + "': missing entry '" + key + "'");
-    return v.toInt();
+c10::impl::GenericDict string_dict(const c10::TypePtr& value_type) {
+    return c10::impl::GenericDict(c10::StringType::get(), value_type);
 }
 
-// Mirrors Module::load, but names the file and the parameter on a missing entry or a shape
-// mismatch (libtorch would silently resize on a mismatch).
-void module_load(torch::nn::Module& m, torch::serialize::InputArchive& ar, const std::string& prefix,
-                 const std::string& path) {
-    torch::NoGradGuard no_grad;
-    auto copy_into = [&](const std::string& name, torch::Tensor& dst, bool is_buffer) {
-        torch::Tensor t;
-        const std::string full = prefix + name;
-        if (!ar.try_read(name, t, is_buffer))
-            throw std::runtime_error("checkpoint '" + path + "': missing entry '" + full + "'");
-        if (t.sizes() != dst.sizes())
-            throw std::runtime_error("checkpoint '" + path + "': '" + full + "' has shape " +
-                                     c10::str(t.sizes()) + ", the model expects " + c10::str(dst.sizes()));
-        dst.copy_(t);
-    };
-    for (auto& item : m.named_parameters(/*recurse=*/false)) copy_into(item.key(), item.value(), false);
-    for (auto& item : m.named_buffers(/*recurse=*/false)) copy_into(item.key(), item.value(), true);
-    for (const auto& child : m.named_children()) {
-        torch::serialize::InputArchive sub;
-        if (!ar.try_read(child.key(), sub))
-            throw std::runtime_error("checkpoint '" + path + "': missing module '" + prefix + child.key() + "'");
-        module_load(*child.value(), sub, prefix + child.key() + ".", path);
+// Our checkpoint's top-level dict, or an error saying what the file is instead.
+c10::impl::GenericDict checkpoint_tree(const std::string& path) {
+    c10::IValue root = torch_file_load(path);
+    if (!root.isGenericDict()) fail(path, "not an ips checkpoint (its top level is not a dict)");
+    auto dict = root.toGenericDict();
+    auto format = dict.find(std::string("format"));
+    if (format == dict.end() || !format->value().isString() || format->value().toStringRef() != kFormat)
+        fail(path, std::string("not an ips checkpoint (no format '") + kFormat + "' entry)");
+    return dict;
+}
+
+const c10::IValue& entry(const c10::impl::GenericDict& dict, const char* key, const std::string& path) {
+    auto it = dict.find(std::string(key));
+    if (it == dict.end()) fail(path, std::string("missing entry '") + key + "'");
+    return it->value();
+}
+
+CheckpointMeta meta_of(const c10::impl::GenericDict& dict, const std::string& path) {
+    CheckpointMeta meta;
+    const auto& epoch = entry(dict, "epoch", path);
+    const auto& step = entry(dict, "step", path);
+    if (!epoch.isInt() || !step.isInt()) fail(path, "'epoch' and 'step' must be integers");
+    meta.epoch = epoch.toInt();
+    meta.step = step.toInt();
+    auto best = dict.find(std::string("best_score"));
+    if (best != dict.end() && best->value().isDouble()) meta.best_score = best->value().toDouble();
+    auto yaml = dict.find(std::string("config_yaml"));
+    if (yaml != dict.end() && yaml->value().isString()) meta.config_yaml = yaml->value().toStringRef();
+    return meta;
+}
+
+NamedTensors model_state(const c10::impl::GenericDict& dict, const std::string& path) {
+    const auto& model = entry(dict, "model", path);
+    if (!model.isGenericDict()) fail(path, "'model' is not a state dict");
+    NamedTensors sd;
+    for (const auto& item : model.toGenericDict()) {
+        if (!item.value().isTensor()) fail(path, "'model." + item.key().toStringRef() + "' is not a tensor");
+        sd.emplace_back(item.key().toStringRef(), item.value().toTensor());
     }
+    return sd;
 }
 
 }  // namespace
 
 void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer,
                      const CheckpointMeta& meta) {
-    torch::serialize::OutputArchive ar;
-    ar.write("format", c10::IValue(std::string(kFormat)));
-    ar.write("epoch", c10::IValue(meta.epoch));
-    ar.write("step", c10::IValue(meta.step));
-    ar.write("best_score", c10::IValue(meta.best_score));
-    ar.write("config_yaml", c10::IValue(meta.config_yaml));
-    torch::serialize::OutputArchive model_ar;
-    net->save(model_ar);
-    ar.write("model", model_ar);
+    auto root = string_dict(c10::AnyType::get());
+    root.insert(std::string("format"), std::string(kFormat));
+    root.insert(std::string("epoch"), meta.epoch);
+    root.insert(std::string("step"), meta.step);
+    root.insert(std::string("best_score"), meta.best_score);
+    root.insert(std::string("config_yaml"), meta.config_yaml);
+    auto model = string_dict(c10::TensorType::get());
+    for (const auto& [k, t] : state_dict_of(*net)) model.insert(k, t);
+    root.insert(std::string("model"), model);
     if (optimizer) {
-        torch::serialize::OutputArchive opt_ar;
-        optimizer->save(opt_ar);
-        ar.write("optimizer", opt_ar);
+        torch::serialize::OutputArchive archive;
+        optimizer->save(archive);
+        std::ostringstream bytes;
+        archive.save_to(bytes);
+        const std::string s = bytes.str();
+        auto blob = torch::empty({int64_t(s.size())}, torch::kUInt8);
+        std::memcpy(blob.data_ptr(), s.data(), s.size());
+        root.insert(std::string(kOptimizerKey), blob);
     }
-    // Write beside the target and rename: a crash mid-write leaves the previous file intact.
-    const std::string tmp = path + ".tmp";
-    ar.save_to(tmp);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        std::remove(tmp.c_str());
-        throw std::runtime_error("checkpoint '" + path + "': cannot move the written file into place");
-    }
+    torch_file_write_value(path, root);  // atomic: a crash mid-write leaves the previous file intact
 }
 
-CheckpointMeta checkpoint_meta(const std::string& path) {
-    file_must_exist(path);
-    torch::serialize::InputArchive ar;
-    try {
-        ar.load_from(path);
-    } catch (const c10::Error& e) {
-        throw std::runtime_error("checkpoint '" + path + "': not a readable ips checkpoint (" +
-                                 std::string(e.what_without_backtrace()) + ")");
-    }
-    c10::IValue v;
-    if (!ar.try_read("format", v) || !v.isString() || v.toStringRef() != kFormat)
-        throw std::runtime_error("checkpoint '" + path + "': not an ips checkpoint (no '" + kFormat +
-                                 "' marker)");
-    CheckpointMeta meta;
-    meta.epoch = read_int(ar, "epoch", path);
-    meta.step = read_int(ar, "step", path);
-    if (ar.try_read("best_score", v) && v.isDouble()) meta.best_score = v.toDouble();
-    if (ar.try_read("config_yaml", v) && v.isString()) meta.config_yaml = v.toStringRef();
-    return meta;
-}
+CheckpointMeta checkpoint_meta(const std::string& path) { return meta_of(checkpoint_tree(path), path); }
 
 CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer) {
-    CheckpointMeta meta = checkpoint_meta(path);
-    torch::serialize::InputArchive ar;
-    ar.load_from(path);
-    torch::serialize::InputArchive model_ar;
-    if (!ar.try_read("model", model_ar))
-        throw std::runtime_error("checkpoint '" + path + "': no model entry");
-    module_load(*net, model_ar, "", path);
+    const auto dict = checkpoint_tree(path);
+    CheckpointMeta meta = meta_of(dict, path);
+    state_dict_apply(*net, model_state(dict, path), "", /*strict=*/true, path);
     if (optimizer) {
-        torch::serialize::InputArchive opt_ar;
-        if (!ar.try_read("optimizer", opt_ar))
-            throw std::runtime_error("checkpoint '" + path + "': no optimizer state to resume from");
-        optimizer->load(opt_ar);
+        auto it = dict.find(std::string(kOptimizerKey));
+        if (it == dict.end() || !it->value().isTensor()) fail(path, "no optimizer state to resume from");
+        const auto blob = it->value().toTensor().contiguous();
+        torch::serialize::InputArchive archive;
+        try {
+            archive.load_from(static_cast<const char*>(blob.data_ptr()), size_t(blob.numel()));
+            optimizer->load(archive);
+        } catch (const c10::Error& e) {
+            fail(path, std::string("unreadable optimizer state (") + e.what_without_backtrace() + ")");
+        }
     }
     return meta;
 }
 
 void weights_load(const std::string& path, IPSNet& net) {
-    std::string ours_error;
-    try {
+    c10::IValue root = torch_file_load(path);
+    if (root.isGenericDict() && root.toGenericDict().contains(std::string("format"))) {
         checkpoint_load(path, net, nullptr);
         return;
-    } catch (const std::exception& e) {
-        ours_error = e.what();
     }
-    NamedTensors sd;
-    try {
-        sd = torch_file_read(path);
-    } catch (const std::exception& e) {
-        throw std::runtime_error("weights '" + path + "' are neither an ips checkpoint (" + ours_error +
-                                 ") nor a PyTorch state dict (" + e.what() + ")");
-    }
-    state_dict_apply(*net, sd, "", /*strict=*/true, path);
+    // Anything else must be a state dict in the reference layout (torch.save(model.state_dict())).
+    state_dict_apply(*net, torch_file_read(path), "", /*strict=*/true, path);
 }
 
 }  // namespace ips

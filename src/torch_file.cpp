@@ -120,7 +120,31 @@ std::string top_level_keys(const NamedTensors& all) {
     return s.empty() ? "none" : s;
 }
 
-NamedTensors read_archive(const std::string& path) {
+c10::IValue ivalue_of(const PyRef& v, int depth) {
+    if (depth > 64) fail("containers nested more than 64 levels deep");
+    switch (v->kind) {
+        case PyKind::boolean: return v->b;
+        case PyKind::integer: return v->i;
+        case PyKind::floating: return v->f;
+        case PyKind::str:
+        case PyKind::bytes: return v->s;
+        case PyKind::tensor: return v->tensor;
+        case PyKind::tuple:
+        case PyKind::list: {
+            c10::impl::GenericList list(c10::AnyType::get());
+            for (const auto& item : v->items) list.push_back(ivalue_of(item, depth + 1));
+            return list;
+        }
+        case PyKind::dict: {
+            c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+            for (const auto& [k, item] : v->dict) dict.insert_or_assign(key_text(k), ivalue_of(item, depth + 1));
+            return dict;
+        }
+        default: return c10::IValue();
+    }
+}
+
+PyRef read_archive(const std::string& path) {
     caffe2::serialize::PyTorchStreamReader reader(path);
     if (!reader.hasRecord("data.pkl")) {
         if (reader.hasRecord("constants.pkl") || reader.hasRecord("code/"))
@@ -152,19 +176,15 @@ NamedTensors read_archive(const std::string& path) {
     };
     auto pkl_record = reader.getRecord("data.pkl");
     const std::string pkl(static_cast<const char*>(std::get<0>(pkl_record).get()), std::get<1>(pkl_record));
-    PyRef root = detail::pickle_load(pkl, load_storage);
-    NamedTensors out;
-    flatten(root, "", out, 0);
-    return out;
+    return detail::pickle_load(pkl, load_storage);
 }
 
-}  // namespace
-
-NamedTensors torch_file_read(const std::string& path, const std::string& root) {
+// Runs `read` on the file, turning every failure into an error that names the file.
+template <typename F>
+auto with_file_errors(const std::string& path, F read) {
     check_magic(path);
-    NamedTensors all;
     try {
-        all = read_archive(path);
+        return read();
     } catch (const c10::Error& e) {
         std::string what = e.what_without_backtrace();
         if (what.find("central directory") != std::string::npos) what += " (the file is truncated or damaged)";
@@ -172,6 +192,20 @@ NamedTensors torch_file_read(const std::string& path, const std::string& root) {
     } catch (const std::exception& e) {
         fail(file_error(path, e.what()));
     }
+}
+
+}  // namespace
+
+c10::IValue torch_file_load(const std::string& path) {
+    return with_file_errors(path, [&] { return ivalue_of(read_archive(path), 0); });
+}
+
+NamedTensors torch_file_read(const std::string& path, const std::string& root) {
+    NamedTensors all = with_file_errors(path, [&] {
+        NamedTensors out;
+        flatten(read_archive(path), "", out, 0);
+        return out;
+    });
     if (root.empty()) return all;
     NamedTensors picked;
     for (auto& [k, t] : all) {
@@ -184,19 +218,19 @@ NamedTensors torch_file_read(const std::string& path, const std::string& root) {
 }
 
 void torch_file_write(const std::string& path, const NamedTensors& tensors) {
-    NamedTensors prepared;
-    prepared.reserve(tensors.size());
-    std::unordered_map<std::string, size_t> seen;
+    c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());
     for (const auto& [k, t] : tensors) {
-        if (!t.defined()) fail(file_error(path, "tensor '" + k + "' is undefined"));
-        if (t.layout() != torch::kStrided) fail(file_error(path, "tensor '" + k + "' is not dense"));
-        if (!seen.emplace(k, prepared.size()).second) fail(file_error(path, "key '" + k + "' appears twice"));
-        // Conjugate/negative views are lazy flags on the tensor; the file must hold the values.
-        prepared.emplace_back(k, t.detach().to(torch::kCPU).resolve_conj().resolve_neg().contiguous());
+        if (dict.contains(k)) fail(file_error(path, "key '" + k + "' appears twice"));
+        dict.insert(k, t);
     }
+    torch_file_write_value(path, dict);
+}
+
+void torch_file_write_value(const std::string& path, const c10::IValue& root) {
+    std::vector<torch::Tensor> storages;
     std::string pkl;
     try {
-        pkl = detail::pickle_tensor_dict(prepared);
+        pkl = detail::pickle_value(root, storages);
     } catch (const std::exception& e) {
         fail(file_error(path, e.what()));
     }
@@ -216,8 +250,8 @@ void torch_file_write(const std::string& path, const NamedTensors& tensors) {
             const std::string order = host_is_little_endian() ? "little" : "big";
             writer.writeRecord("byteorder", order.data(), order.size());
             static const char kNothing = 0;
-            for (size_t k = 0; k < prepared.size(); ++k) {
-                const torch::Tensor& t = prepared[k].second;
+            for (size_t k = 0; k < storages.size(); ++k) {
+                const torch::Tensor& t = storages[k];
                 const size_t bytes = t.numel() * t.element_size();
                 writer.writeRecord("data/" + std::to_string(k), bytes ? t.data_ptr() : &kNothing, bytes);
             }

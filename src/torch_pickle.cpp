@@ -470,103 +470,16 @@ private:
     }
 };
 
-class Pickler {
-public:
-    std::string out;
-
-    void op(uint8_t c) { out.push_back(char(c)); }
-    void u32(uint32_t v) {
-        for (int k = 0; k < 4; ++k) out.push_back(char((v >> (8 * k)) & 0xFF));
-    }
-    void str(const std::string& s) {
-        op('X');
-        u32(static_cast<uint32_t>(s.size()));
-        out += s;
-    }
-    void integer(int64_t v) {
-        if (v >= 0 && v < 256) {
-            op('K');
-            op(uint8_t(v));
-        } else if (v >= 0 && v < 65536) {
-            op('M');
-            op(uint8_t(v & 0xFF));
-            op(uint8_t(v >> 8));
-        } else if (v >= INT32_MIN && v <= INT32_MAX) {
-            op('J');
-            u32(static_cast<uint32_t>(static_cast<int32_t>(v)));
-        } else {
-            op(0x8a);
-            op(8);
-            for (int k = 0; k < 8; ++k) op(uint8_t((static_cast<uint64_t>(v) >> (8 * k)) & 0xFF));
-        }
-    }
-    void global(const char* module, const char* name) {
-        op('c');
-        out += module;
-        op('\n');
-        out += name;
-        op('\n');
-    }
-    void int_tuple(const std::vector<int64_t>& v) {
-        if (v.empty()) return op(')');
-        if (v.size() > 3) op('(');
-        for (int64_t x : v) integer(x);
-        op(v.size() > 3 ? 't' : uint8_t(0x84 + v.size()));
-    }
-};
-
-const char* storage_name(torch::ScalarType dtype) {
-    for (const auto& st : kStorageTypes)
-        if (st.dtype == dtype) return st.name;
-    fail(std::string("cannot save dtype ") + c10::toString(dtype));
-}
-
 }  // namespace
 
 PyRef pickle_load(const std::string& data, const StorageLoader& load_storage) {
     return Unpickler(data, load_storage).run();
 }
 
-std::string pickle_tensor_dict(const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
-    // Python's pickler batches dict items by 1000 per SETITEMS; we do the same.
-    constexpr size_t kBatch = 1000;
-    Pickler p;
-    p.op(0x80);
-    p.op(2);
-    p.global("collections", "OrderedDict");
-    p.op(')');
-    p.op('R');
-    for (size_t k = 0; k < tensors.size(); ++k) {
-        const torch::Tensor& t = tensors[k].second;
-        if (k % kBatch == 0) p.op('(');
-        p.str(tensors[k].first);
-        p.global("torch._utils", "_rebuild_tensor_v2");
-        p.op('(');
-        p.op('(');
-        p.str("storage");
-        p.global("torch", storage_name(t.scalar_type()));
-        p.str(std::to_string(k));
-        p.str("cpu");
-        p.integer(t.numel());
-        p.op('t');
-        p.op('Q');
-        p.integer(0);
-        const std::vector<int64_t> sizes = t.sizes().vec();
-        std::vector<int64_t> strides(sizes.size(), 1);
-        for (int64_t d = int64_t(sizes.size()) - 2; d >= 0; --d)
-            strides[d] = strides[d + 1] * std::max<int64_t>(sizes[d + 1], 1);
-        p.int_tuple(sizes);
-        p.int_tuple(strides);
-        p.op(0x89);  // requires_grad False
-        p.global("collections", "OrderedDict");
-        p.op(')');
-        p.op('R');
-        p.op('t');
-        p.op('R');
-        if (k % kBatch == kBatch - 1 || k + 1 == tensors.size()) p.op('u');
-    }
-    p.op('.');
-    return p.out;
+const char* storage_class_name(torch::ScalarType dtype) {
+    for (const auto& st : kStorageTypes)
+        if (st.dtype == dtype) return st.name;
+    fail(std::string("cannot save dtype ") + c10::toString(dtype));
 }
 
 }  // namespace ips::detail

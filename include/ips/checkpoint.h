@@ -1,5 +1,8 @@
 // Our checkpoints: model parameters and buffers, optimizer state, progress and the resolved
 // config, written atomically (temporary file, then rename) so a crash never loses the last good one.
+// The file is a torch.save file: in Python, ckpt = torch.load(path) gives a dict whose 'model'
+// entry is a state dict in the reference layout (SPEC §1.6), plus 'epoch', 'step',
+// 'best_score', 'config_yaml' and, when saved with one, 'optimizer_libtorch' (opaque bytes).
 #pragma once
 
 #include <torch/torch.h>

@@ -23,10 +23,20 @@ using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 // legacy format, truncated, corrupt pickle, unsupported object).
 NamedTensors torch_file_read(const std::string& path, const std::string& root = "");
 
+// The whole object of a torch.save file: dicts (keys as text) become GenericDict, lists and tuples
+// GenericList, Python int / float / bool / str the matching IValue, tensors as torch_file_read
+// gives them; anything else (None, classes) becomes None. Errors as torch_file_read.
+c10::IValue torch_file_load(const std::string& path);
+
 // Writes the tensors as torch.save(OrderedDict) does, so Python's torch.load returns an
 // OrderedDict that model.load_state_dict accepts. Tensors are written contiguous from the CPU.
 // The file is written to a temporary name and renamed, so a crash never leaves a partial file.
 void torch_file_write(const std::string& path, const NamedTensors& tensors);
+
+// Writes any tree of string-keyed GenericDicts over tensors, ints, floats, bools, strings and
+// None as torch.save would write the Python equivalent; a dict holding only tensors becomes an
+// OrderedDict, so a nested state dict loads with load_state_dict. Atomic, as torch_file_write.
+void torch_file_write_value(const std::string& path, const c10::IValue& root);
 
 struct StateDictReport {
     std::vector<std::string> missing;         // in the module, not in the state dict

@@ -62,6 +62,7 @@ struct TrainOptions {
     bool resume = false;        // continue from out_dir/last.pt
     bool progress = true;       // progress bar on stderr
     int stop_after_epoch = -1;  // end this run after that epoch (1-based), as if interrupted
+    std::string init_weights;   // start from these weights (weights_load: ours or reference layout)
 };
 
 struct EpochRecord {
@@ -75,6 +76,7 @@ struct EpochRecord {
 std::vector<EpochRecord> train_run(const Config& cfg, const TrainOptions& opt);
 
 // Builds the network and seeds parameters deterministically from cfg.seed.
-IPSNet net_make(const Config& cfg);
+// `initial_weights` false skips encoder_weights: for callers that load a whole model next.
+IPSNet net_make(const Config& cfg, bool initial_weights = true);
 
 }  // namespace ips

@@ -26,11 +26,6 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string python() {
-    const char* v = std::getenv("IPS_TORCH_PYTHON");
-    return v && *v ? v : "/usr/bin/python3";
-}
-
 std::string script() { return std::string(IPS_SOURCE_DIR) + "/tests/peer/make_state_dicts.py"; }
 
 std::string bytes_read(const fs::path& path) {
@@ -47,7 +42,7 @@ void bytes_write(const fs::path& path, const std::string& bytes) {
 
 // Runs the peer script; returns its exit status and leaves its output in `log`.
 int run_script(const std::string& mode, const fs::path& dir, const fs::path& log) {
-    const std::string cmd = "'" + python() + "' '" + script() + "' " + mode + " '" + dir.string() + "' > '" +
+    const std::string cmd = "'" + test::torch_python() + "' '" + script() + "' " + mode + " '" + dir.string() + "' > '" +
                             log.string() + "' 2>&1";
     const int rc = std::system(cmd.c_str());
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128;
@@ -79,7 +74,7 @@ const PeerFiles& peer() {
         const fs::path log = work.string() + ".log";
         const int rc = run_script("make", work, log);
         if (rc != 0) {
-            f.error = "'" + python() + " " + script() + " make' failed with exit code " + std::to_string(rc) +
+            f.error = "'" + test::torch_python() + " " + script() + " make' failed with exit code " + std::to_string(rc) +
                       " (these tests need Python with torch and torchvision; set IPS_TORCH_PYTHON to another "
                       "interpreter if /usr/bin/python3 lacks them):\n" + bytes_read(log);
         } else {
