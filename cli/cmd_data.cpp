@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "ips/megapixel_mnist.h"
 #include "ips/progress.h"
+#include "ips/slide.h"
 
 namespace ips::cli {
 namespace {
@@ -45,12 +46,35 @@ void megapixel_mnist_setup(CLI::App* sub) {
     });
 }
 
+void pyramid_setup(CLI::App* sub) {
+    struct Args {
+        std::string out;
+        int64_t width = 100000, height = 100000;
+        uint64_t seed = 0;
+        int quality = 85;
+    };
+    auto a = std::make_shared<Args>();
+    sub->add_option("--out", a->out, "output .tif")->required();
+    sub->add_option("--width", a->width, "pixels")->capture_default_str()->check(CLI::PositiveNumber);
+    sub->add_option("--height", a->height, "pixels")->capture_default_str()->check(CLI::PositiveNumber);
+    sub->add_option("--seed", a->seed, "texture seed")->capture_default_str();
+    sub->add_option("--quality", a->quality, "JPEG quality")->capture_default_str()->check(CLI::Range(1, 100));
+    sub->callback([a] {
+        const auto start = std::chrono::steady_clock::now();
+        pyramid_tiff_write(a->out, a->width, a->height, a->seed, a->quality);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        std::printf("wrote %lldx%lld pyramidal TIFF %s in %s\n", static_cast<long long>(a->width),
+                    static_cast<long long>(a->height), a->out.c_str(), format_duration(seconds).c_str());
+    });
+}
+
 }  // namespace
 
 void cmd_data_setup(CLI::App* sub, GlobalOptions& g) {
     sub->require_subcommand(1);
     megapixel_mnist_setup(sub->add_subcommand(
         "megapixel-mnist", "generate Megapixel MNIST (SPEC 2.1) from real MNIST digits: PNGs + labels.csv"));
+    pyramid_setup(sub->add_subcommand("pyramid", "write a tiled pyramidal BigTIFF of any size (test and benchmark input)"));
 }
 
 }  // namespace ips::cli

@@ -41,5 +41,8 @@ void cmd_predict_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_pretrain_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_plot_setup(CLI::App* sub, GlobalOptions& g);
 void cmd_data_setup(CLI::App* sub, GlobalOptions& g);  // cmd_data.cpp: data set generators
+void cmd_tiles_setup(CLI::App* sub, GlobalOptions& g);     // cmd_slides.cpp
+void cmd_features_setup(CLI::App* sub, GlobalOptions& g);  // cmd_slides.cpp
+void cmd_read_bench_setup(CLI::App* sub, GlobalOptions& g);  // cmd_slides.cpp
 
 }  // namespace ips::cli

@@ -9,7 +9,7 @@ packages=(
   libtorch-dev libopenblas0-pthread libopenblas-dev   # OpenBLAS: the reference BLAS is ~30x slower
   libvips-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libhdf5-dev zlib1g-dev
   libgtest-dev
-  python3-torch python3-torchvision python3-numpy     # peers for numerical agreement tests only
+  python3-torch python3-torchvision python3-h5py python3-numpy     # peers for numerical agreement tests only
   dataset-fashion-mnist                               # real IDX files for the reader tests
 )
 missing=()

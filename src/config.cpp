@@ -140,6 +140,10 @@ const std::vector<KeySpec>& key_table() {
         int_key("n_train", &Config::n_train),
         int_key("n_test", &Config::n_test),
         pair_key("img_size", &Config::img_size),
+        int_key("slide_level", &Config::slide_level),
+        real_key("slide_mpp", &Config::slide_mpp),
+        bool_key("tissue", &Config::tissue),
+        real_key("tissue_min", &Config::tissue_min),
         real_key("eps", &Config::eps),
         i64_key("seed", &Config::seed),
         bool_key("is_image", &Config::is_image),
@@ -295,6 +299,9 @@ void config_validate(const Config& c) {
     if (c.M < 1) fail("M", "must be >= 1");
     if (c.I < 1) fail("I", "must be >= 1");
     if (c.N < 0) fail("N", "must be >= 0");
+    if (c.slide_level < 0) fail("slide_level", "must be >= 0");
+    if (c.slide_mpp < 0) fail("slide_mpp", "must be >= 0 (0: use slide_level)");
+    if (c.tissue_min < 0 || c.tissue_min > 1) fail("tissue_min", "must be a fraction in [0, 1]");
     if (c.N > 0 && c.is_image && c.img_size[0] > 0) {
         int64_t rows = (c.img_size[0] - c.patch_size[0]) / c.patch_stride[0] + 1;
         int64_t cols = (c.img_size[1] - c.patch_size[1]) / c.patch_stride[1] + 1;

@@ -45,6 +45,11 @@ struct Config {
     int n_train = 64;        // size of generated data sets (synthetic)
     int n_test = 32;
     std::array<int64_t, 2> img_size{0, 0};  // H, W of image data; 0 = derive from N and the grid
+    // slides and large images read region by region (csv data sets, ips tiles / features)
+    int slide_level = 0;       // pyramid level the patches are cut from
+    double slide_mpp = 0;      // or: the level nearest this many µm per pixel (0 = use slide_level)
+    bool tissue = false;       // keep only tiles with tissue (Otsu on a thumbnail)
+    double tissue_min = 0.01;  // a tile is tissue when at least this fraction of it is
     // misc
     double eps = 1e-6;
     int64_t seed = 0;

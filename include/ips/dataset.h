@@ -39,6 +39,16 @@ const std::vector<DatasetEntry>& dataset_table();
 // Images: [n_chan_in, H, W] uint8 cut by the config's grid; features: [N, n_chan_in] float.
 DatasetPtr synthetic_dataset_make(const Config& cfg, const std::string& split);
 
+// `csv`: data_dir/train_fname (default train.csv) with rows `path,label[,label...]` (one label
+// column per task; a header row starting with `path` is skipped). A path names an image or slide
+// (patches read on demand; `tissue` keeps tissue tiles only) or a feature bag (.h5, per-slide
+// layout, or FILE.h5#GROUP in the reference layout). Rows whose file cannot be opened are reported
+// and left out. Relative paths are taken from the CSV's folder.
+DatasetPtr csv_dataset_make(const Config& cfg, const std::string& split);
+// `ips_h5`: the reference's single HDF5 file (data_dir/train_fname, default train.h5) with a group
+// per slide holding `img` and attribute `label`.
+DatasetPtr reference_bag_dataset_make(const Config& cfg, const std::string& split);
+
 // Stack per-example targets into per-task batch tensors: softmax [B] int64, sigmoid [B, n_class].
 std::vector<torch::Tensor> targets_stack(const std::vector<Example>& examples, size_t n_tasks);
 

@@ -1,0 +1,229 @@
+// Data sets listed in files: a CSV of `path,label[,label...]` rows naming images, slides or feature
+// bags (dataset: csv), and the reference implementation's single HDF5 file with a group per slide
+// (dataset: ips_h5). Patches are read on demand; nothing is decoded before get().
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "ips/dataset.h"
+#include "ips/feature_bag.h"
+#include "ips/image_io.h"
+#include "ips/tissue.h"
+
+namespace ips {
+namespace fs = std::filesystem;
+namespace {
+
+std::string trim(const std::string& s) {
+    size_t a = 0, b = s.size();
+    while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
+    while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+    return s.substr(a, b - a);
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+bool is_bag_file(const std::string& path) {
+    const std::string ext = lower(fs::path(path.substr(0, path.find('#'))).extension().string());
+    return ext == ".h5" || ext == ".hdf5";
+}
+
+// The split file: data_dir/train_fname (default train.csv), relative paths taken from data_dir.
+std::string split_file(const Config& cfg, const std::string& split, const char* fallback_ext) {
+    const std::string& name = split == "train" ? cfg.train_fname : cfg.test_fname;
+    const std::string key = split == "train" ? "train_fname" : "test_fname";
+    const fs::path p = fs::path(cfg.data_dir) / (name.empty() ? split + fallback_ext : name);
+    if (!fs::exists(p)) throw ConfigError("config key '" + key + "': no such file '" + p.string() + "'");
+    return p.string();
+}
+
+// One label cell for a task: a class index (softmax), 0/1 (sigmoid, one class) or the present
+// classes separated by ';' or spaces (sigmoid, several classes).
+torch::Tensor target_parse(const std::string& cell, const Task& task, int n_class, const std::string& where) {
+    auto number = [&](const std::string& s) {
+        try {
+            size_t used = 0;
+            const double v = std::stod(s, &used);
+            if (used != s.size()) throw std::invalid_argument(s);
+            return v;
+        } catch (const std::exception&) {
+            throw std::runtime_error(where + ": label '" + s + "' of task '" + task.name + "' is not a number");
+        }
+    };
+    if (task.act_fn == ActFn::softmax) {
+        const double v = number(cell);
+        if (v != std::floor(v) || v < 0 || v >= n_class)
+            throw std::runtime_error(where + ": label " + cell + " of task '" + task.name + "' is not a class in [0, " +
+                                     std::to_string(n_class) + ")");
+        return torch::tensor(int64_t(v), torch::kLong);
+    }
+    auto t = torch::zeros({n_class}, torch::kFloat32);
+    if (n_class == 1) {
+        t[0] = float(number(cell));
+        return t;
+    }
+    std::string items = cell;
+    for (auto& c : items) if (c == ';') c = ' ';
+    std::istringstream in(items);
+    for (std::string s; in >> s;) {
+        const double v = number(s);
+        if (v < 0 || v >= n_class) throw std::runtime_error(where + ": class " + s + " out of range");
+        t[int64_t(v)] = 1;
+    }
+    return t;
+}
+
+struct Row {
+    std::string path;
+    std::vector<std::string> labels;
+    std::string where;  // file:line, for messages
+};
+
+std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
+    std::ifstream in(file);
+    if (!in) throw std::runtime_error("data set '" + file + "': cannot open");
+    std::vector<Row> rows;
+    std::string line;
+    for (int64_t number = 1; std::getline(in, line); ++number) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (trim(line).empty() || trim(line)[0] == '#') continue;
+        std::vector<std::string> cells;
+        std::stringstream ss(line);
+        for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(trim(cell));
+        if (rows.empty() && !cells.empty() && lower(cells[0]) == "path") continue;  // header
+        const std::string where = file + ":" + std::to_string(number);
+        if (cells.empty() || cells[0].empty()) throw std::runtime_error(where + ": the row has no path");
+        if (cells.size() < 1 + n_tasks)
+            throw std::runtime_error(where + ": " + std::to_string(n_tasks) + " label column(s) expected (one per task), found " +
+                                     std::to_string(cells.size() - 1));
+        Row r;
+        r.path = fs::path(cells[0]).is_absolute() ? cells[0] : (fs::path(file).parent_path() / cells[0]).string();
+        r.labels.assign(cells.begin() + 1, cells.begin() + 1 + n_tasks);
+        r.where = where;
+        rows.push_back(std::move(r));
+    }
+    if (rows.empty()) throw std::runtime_error("data set '" + file + "': no rows");
+    return rows;
+}
+
+struct CsvDataset : Dataset {
+    CsvDataset(const Config& c, const std::string& split) : cfg(c) {
+        const std::string file = split_file(cfg, split, ".csv");
+        std::vector<std::string> bad;
+        for (auto& r : csv_read(file, cfg.tasks.size())) {
+            if (is_bag_file(r.path) && cfg.is_image)
+                throw ConfigError("config key 'is_image': " + r.where + " names a feature bag; set is_image: false");
+            if (!is_bag_file(r.path) && !cfg.is_image)
+                throw ConfigError("config key 'is_image': " + r.where + " names an image, the config expects feature bags");
+            // Open every file once now: a bad one is reported and left out, not found mid-epoch.
+            try {
+                for (size_t t = 0; t < cfg.tasks.size(); ++t) target_parse(r.labels[t], cfg.tasks[t], cfg.n_class, r.where);
+                if (is_bag_file(r.path)) bag_open(r);
+                else slide_open(r.path);
+                rows.push_back(std::move(r));
+            } catch (const ConfigError&) {
+                throw;
+            } catch (const std::exception& e) {
+                bad.push_back(r.where + ": " + e.what());
+            }
+        }
+        for (const auto& b : bad) std::fprintf(stderr, "warning: skipped %s\n", b.c_str());
+        if (rows.empty()) throw std::runtime_error("data set '" + file + "': no usable rows");
+        if (!bad.empty())
+            std::fprintf(stderr, "warning: %s: %zu of %zu rows skipped (above)\n", file.c_str(), bad.size(), bad.size() + rows.size());
+    }
+    static PatchSourcePtr bag_open(const Row& r) {
+        const auto hash = r.path.find('#');
+        return hash == std::string::npos ? feature_bag_source_open(r.path)
+                                         : feature_bag_source_open(r.path.substr(0, hash), r.path.substr(hash + 1));
+    }
+    int64_t size() const override { return int64_t(rows.size()); }
+
+    PatchSourcePtr image_source(const Row& r) {
+        SlidePtr slide = slide_open(r.path);
+        const bool whole_image = slide_levels(*slide).size() == 1 && !cfg.tissue && cfg.img_size[0] > 0;
+        if (whole_image) {  // a photo: decode, resize to the configured size, cut the grid
+            auto img = image_read(r.path, cfg.n_chan_in);
+            if (img.size(1) != cfg.img_size[0] || img.size(2) != cfg.img_size[1]) {
+                namespace F = torch::nn::functional;
+                img = F::interpolate(img.unsqueeze(0).to(torch::kFloat32),
+                                     F::InterpolateFuncOptions()
+                                         .size(std::vector<int64_t>{cfg.img_size[0], cfg.img_size[1]})
+                                         .mode(torch::kBilinear)
+                                         .align_corners(false))
+                          .squeeze(0)
+                          .round()
+                          .clamp(0, 255)
+                          .to(torch::kUInt8);
+            }
+            return image_grid_source_make(img, cfg.patch_size, cfg.patch_stride, normalization_from_name(cfg.normalize));
+        }
+        TileGrid grid;
+        {
+            // Tissue detection decodes a thumbnail: once per file, not once per epoch.
+            std::lock_guard<std::mutex> lock(mutex);
+            auto it = grids.find(r.path);
+            if (it == grids.end()) it = grids.emplace(r.path, tile_grid_make(*slide, cfg)).first;
+            grid = it->second;
+        }
+        return slide_source_make(slide, grid, cfg.n_chan_in, normalization_from_name(cfg.normalize));
+    }
+
+    Example get(int64_t i) override {
+        const Row& r = rows.at(size_t(i));
+        Example ex;
+        ex.name = r.path;
+        ex.source = is_bag_file(r.path) ? bag_open(r) : image_source(r);
+        for (size_t t = 0; t < cfg.tasks.size(); ++t) ex.targets.push_back(target_parse(r.labels[t], cfg.tasks[t], cfg.n_class, r.where));
+        return ex;
+    }
+
+    Config cfg;
+    std::vector<Row> rows;
+    std::mutex mutex;
+    std::map<std::string, TileGrid> grids;
+};
+
+// The reference's CAMELYON16 file: one group per slide with `img` [N, F] and attribute `label`;
+// every task gets the slide's label.
+struct ReferenceBagDataset : Dataset {
+    ReferenceBagDataset(const Config& c, const std::string& split) : cfg(c) {
+        if (cfg.is_image) throw ConfigError("config key 'is_image': the ips_h5 data set holds feature bags; set is_image: false");
+        file = split_file(cfg, split, ".h5");
+        groups = feature_bag_groups(file);
+        if (groups.empty()) throw std::runtime_error("feature bag '" + file + "': no groups (one per slide expected)");
+    }
+    int64_t size() const override { return int64_t(groups.size()); }
+    Example get(int64_t i) override {
+        const BagGroup& g = groups.at(size_t(i));
+        Example ex;
+        ex.name = file + "#" + g.name;
+        ex.source = feature_bag_source_open(file, g.name);
+        for (const auto& task : cfg.tasks)
+            ex.targets.push_back(target_parse(std::to_string(g.label), task, cfg.n_class, ex.name));
+        return ex;
+    }
+    Config cfg;
+    std::string file;
+    std::vector<BagGroup> groups;
+};
+
+}  // namespace
+
+DatasetPtr csv_dataset_make(const Config& cfg, const std::string& split) {
+    return std::make_shared<CsvDataset>(cfg, split);
+}
+
+DatasetPtr reference_bag_dataset_make(const Config& cfg, const std::string& split) {
+    return std::make_shared<ReferenceBagDataset>(cfg, split);
+}
+
+}  // namespace ips

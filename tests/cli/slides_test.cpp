@@ -1,0 +1,153 @@
+// Slides end to end with the ips binary on the real Aperio slide: tiles, features (HDF5,
+// resumable, bad slides skipped), training on bags made from it in lazy and eager-sequential
+// modes with ROC AUC, CSV data sets of images, read benchmark on a generated pyramid.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "test_support.h"
+#include "ips/feature_bag.h"
+
+namespace fs = std::filesystem;
+using ips::test::ips_run;
+using ips::test::TempDir;
+
+namespace {
+
+const std::string kDir = IPS_SOURCE_DIR;
+std::string svs_path() { return kDir + "/../shared/data/CMU-1-Small-Region.svs"; }
+
+std::vector<std::string> lines_of(const fs::path& p) {
+    std::ifstream in(p);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+}
+
+nlohmann::json last_json(const std::string& output) {
+    std::istringstream in(output);
+    std::string line, last;
+    while (std::getline(in, line))
+        if (!line.empty() && line[0] == '{') last = line;
+    return nlohmann::json::parse(last);
+}
+
+}  // namespace
+
+TEST(Slides, TilesWritesCoordinatesThumbnailAndSkipsABadSlide) {
+    ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
+    TempDir dir("ips_tiles");
+    std::ofstream(dir / "broken.svs") << "garbage";
+    auto r = ips_run("tiles " + svs_path() + " " + (dir / "broken.svs") + " --out " + (dir / "out") + " --patch 256");
+    EXPECT_NE(r.code, 0) << r.output;  // one of two failed
+    EXPECT_NE(r.output.find("broken.svs"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("1 of 2 slides failed"), std::string::npos) << r.output;
+    const fs::path out = dir.path / "out";
+    auto csv = lines_of(out / "CMU-1-Small-Region.csv");
+    ASSERT_GT(csv.size(), 1u);
+    EXPECT_EQ(csv[0], "x,y");
+    EXPECT_TRUE(fs::exists(out / "CMU-1-Small-Region.png"));
+    std::ifstream meta_in(out / "CMU-1-Small-Region.json");
+    auto meta = nlohmann::json::parse(meta_in);
+    EXPECT_EQ(meta["tiles"].get<size_t>(), csv.size() - 1);
+    EXPECT_EQ(meta["grid_tiles"].get<int64_t>(), 88);
+    EXPECT_NEAR(meta["mpp"].get<double>(), 0.499, 1e-3);
+}
+
+TEST(Slides, FeaturesThenTrainingOnBagsLazyAndEagerSequential) {
+    ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
+    TempDir dir("ips_features");
+    const std::string out = dir / "bags";
+    auto f = ips_run("features " + kDir + "/tests/data/features_tiny.yaml " + svs_path() + " --out " + out +
+                     " --device cpu --threads 2 --dtype float16");
+    ASSERT_EQ(f.code, 0) << f.output;
+    const std::string h5 = out + "/CMU-1-Small-Region.h5";
+    ips::FeatureBag bag = ips::feature_bag_read(h5);
+    EXPECT_EQ(bag.features.scalar_type(), torch::kHalf);
+    EXPECT_EQ(bag.features.size(1), 32);
+    EXPECT_EQ(bag.coords.size(0), bag.features.size(0));
+    EXPECT_EQ(bag.patch_size, 256);
+    EXPECT_EQ(bag.patch_level, 0);
+    EXPECT_TRUE(torch::isfinite(bag.features.to(torch::kFloat)).all().item<bool>());
+    // Resumable: a second run skips the finished slide.
+    auto again = ips_run("features " + kDir + "/tests/data/features_tiny.yaml " + svs_path() + " --out " + out + " --device cpu");
+    ASSERT_EQ(again.code, 0) << again.output;
+    EXPECT_NE(again.output.find("already done"), std::string::npos) << again.output;
+
+    // A handful of bags cut from the slide's bag, half of them "positive" (rows shifted), in a CSV.
+    const int64_t n = bag.features.size(0);
+    std::ofstream train(dir / "train.csv"), test(dir / "test.csv");
+    train << "path,metastases\n";
+    test << "path,metastases\n";
+    for (int k = 0; k < 8; ++k) {
+        ips::FeatureBag part = bag;
+        const int64_t len = n / 2 + k;
+        part.features = bag.features.narrow(0, k % (n - len + 1), len).to(torch::kFloat);
+        if (k % 2) part.features = part.features + 2.0;
+        part.coords = bag.coords.narrow(0, k % (n - len + 1), len);
+        const std::string name = "bag" + std::to_string(k) + ".h5";
+        ips::feature_bag_write(dir / name, part);
+        (k < 6 ? train : test) << name << "," << (k % 2) << "\n";
+    }
+    test << "missing.h5,1\n";  // reported and left out
+    train.close();
+    test.close();
+    for (const char* mode : {"--set eager=false --set B_seq=4", "--set eager=true --set B_seq=1"}) {
+        const std::string run = dir / (std::string("run") + mode[13]);
+        auto t = ips_run("train " + kDir + "/tests/data/bags_tiny.yaml --device cpu --threads 2 --quiet --set data_dir=" +
+                         dir.path.string() + " " + mode + " --out " + run);
+        ASSERT_EQ(t.code, 0) << mode << "\n" << t.output;
+        EXPECT_NE(t.output.find("missing.h5"), std::string::npos) << t.output;
+        auto metrics = lines_of(fs::path(run) / "metrics.jsonl");
+        ASSERT_EQ(metrics.size(), 2u);
+        auto j = nlohmann::json::parse(metrics.back());
+        ASSERT_TRUE(j["test"]["metastases"]["auc"].is_number()) << metrics.back();
+        const double auc = j["test"]["metastases"]["auc"].get<double>();
+        EXPECT_GE(auc, 0.0);
+        EXPECT_LE(auc, 1.0);
+    }
+}
+
+TEST(Slides, CsvOfImagesTrainsAndBadRowsAreNamed) {
+    TempDir dir("ips_csv_images");
+    // Two small RGB images via the pyramid writer (any libvips file works).
+    for (int k = 0; k < 2; ++k) {
+        auto r = ips_run("data pyramid --width 320 --height 256 --seed " + std::to_string(k) + " --out " +
+                         (dir / ("img" + std::to_string(k) + ".tif")));
+        ASSERT_EQ(r.code, 0) << r.output;
+    }
+    // tiny_synthetic's two tasks: `kind` (softmax, 3 classes) and `tags` (multi-label, classes by ';').
+    std::ofstream(dir / "train.csv") << "path,kind,tags\nimg0.tif,0,0;2\nimg1.tif,1,1\n";
+    std::ofstream(dir / "test.csv") << "path,kind,tags\nimg1.tif,1,1\n";
+    const std::string sets = " --set dataset=csv --set data_dir=" + dir.path.string() +
+                             " --set n_chan_in=3 --set N=0 --set img_size=[0,0]";
+    auto t = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet --set n_epoch=1" + sets +
+                     " --set patch_size=[64,64] --set patch_stride=[64,64] --set M=4 --set I=4 --out " + (dir / "run"));
+    EXPECT_EQ(t.code, 0) << t.output;
+    // A row without its label, an empty path: named with file and line.
+    std::ofstream(dir / "train.csv") << "path,kind,tags\nimg0.tif,1\n";
+    auto bad = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.output.find("train.csv:2"), std::string::npos) << bad.output;
+    std::ofstream(dir / "train.csv") << "path,kind,tags\n,1,1\n";
+    bad = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.output.find("no path"), std::string::npos) << bad.output;
+}
+
+TEST(Slides, ReadBenchOnAGeneratedPyramidReportsRateAndMemory) {
+    TempDir dir("ips_read_bench");
+    const std::string tif = dir / "big.tif";
+    auto g = ips_run("data pyramid --width 8192 --height 6144 --out " + tif);
+    ASSERT_EQ(g.code, 0) << g.output;
+    auto r = ips_run("bench-read " + tif + " --tiles 300 --threads 2 --json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto j = last_json(r.output);
+    EXPECT_EQ(j["grid_tiles"].get<int64_t>(), 32 * 24);
+    EXPECT_EQ(j["tiles_read"].get<int64_t>(), 300);
+    EXPECT_GT(j["patches_per_s"].get<double>(), 0);
+    EXPECT_LT(j["peak_rss_gib"].get<double>(), 1.0);
+}
