@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "commands.h"
 #include "ips/bench.h"
@@ -41,12 +42,25 @@ void for_each_slide(const char* command, const std::vector<std::string>& slides,
 
 void text_write_atomic(const fs::path& path, const std::string& text) {
     const fs::path tmp = path.string() + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << text;
-        if (!out) throw std::runtime_error("cannot write '" + tmp.string() + "'");
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.close();  // a full disk shows at the final flush
+    std::error_code ec;
+    if (out.fail() || (fs::rename(tmp, path, ec), ec)) {
+        fs::remove(tmp, ec);
+        throw std::runtime_error("cannot write '" + path.string() + "'");
     }
-    fs::rename(tmp, path);
+}
+
+// Outputs are named by the file's stem: two slides with one stem would overwrite each other (or,
+// with `features`, the second would be skipped as done).
+void stems_must_differ(const std::vector<std::string>& slides) {
+    std::map<std::string, std::string> seen;
+    for (const auto& s : slides) {
+        auto [it, fresh] = seen.emplace(fs::path(s).stem().string(), s);
+        if (!fresh) throw std::runtime_error("'" + it->second + "' and '" + s + "' would write the same output files (" +
+                                             it->first + ".*); rename one or run them separately");
+    }
 }
 
 struct TilesArgs {
@@ -102,18 +116,20 @@ void features_one(const FeaturesArgs& a, const Config& cfg, IPSNet& net, const t
     TileGrid grid = tile_grid_make(*slide, cfg);
     auto source = slide_source_make(slide, grid, 3, normalization_from_name(cfg.normalize));
     const int64_t N = source->size();
-    std::vector<torch::Tensor> parts;
     Progress bar(fs::path(path).filename().string(), N, "tile");
     torch::NoGradGuard no_grad;
+    torch::Tensor features;  // [N, F], filled batch by batch: one copy of the bag in memory
     for (int64_t start = 0; start < N; start += a.batch) {
         const int64_t count = std::min(a.batch, N - start);
         auto emb = net->embed(source->read_range(start, count).to(device));  // [count, F]
-        parts.push_back(emb.to(torch::kCPU, a.dtype == "float16" ? torch::kHalf : torch::kFloat32));
+        if (!features.defined())
+            features = torch::empty({N, emb.size(1)}, a.dtype == "float16" ? torch::kHalf : torch::kFloat32);
+        features.narrow(0, start, count).copy_(emb);
         bar.update(count);
     }
     bar.finish();
     FeatureBag bag;
-    bag.features = torch::cat(parts);
+    bag.features = features;
     bag.coords = grid.coords;
     bag.patch_size = grid.patch;
     bag.patch_level = grid.level;
@@ -183,7 +199,7 @@ void cmd_tiles_setup(CLI::App* sub, GlobalOptions& g) {
     sub->add_option("--patch", a->patch, "tile side in pixels of the level (default 256)");
     sub->add_option("--stride", a->stride, "tile stride (default: the tile side)");
     sub->add_option("--level", a->level, "pyramid level (default 0)");
-    sub->add_option("--mpp", a->mpp, "or: the level nearest this many µm per pixel");
+    sub->add_option("--mpp", a->mpp, "or: the coarsest level no coarser than this many µm per pixel");
     sub->add_option("--min-tissue", a->min_tissue, "fraction of a tile that must be tissue (default 0.01)");
     sub->add_option("--thumb", a->thumb, "longer side of the thumbnail Otsu runs on (default 2048)");
     global_options_add(sub, g);
@@ -191,6 +207,7 @@ void cmd_tiles_setup(CLI::App* sub, GlobalOptions& g) {
         global_options_apply(g);
         const std::string out = g.out.empty() ? "tiles" : g.out;
         fs::create_directories(out);
+        stems_must_differ(a->slides);
         for_each_slide("tiles", a->slides, [&](const std::string& path) { tiles_one(*a, out, path); });
     });
 }
@@ -207,6 +224,11 @@ void cmd_features_setup(CLI::App* sub, GlobalOptions& g) {
         Config cfg = config_for_command(a->config, g);
         if (!cfg.is_image) throw ConfigError("config key 'is_image': features are computed from image tiles");
         if (cfg.n_chan_in != 3) throw ConfigError("config key 'n_chan_in': slide tiles are RGB, set 3");
+        // Features of random weights look like features; refuse rather than fill a cohort with them.
+        if (cfg.pretrained && cfg.encoder_weights.empty())
+            throw ConfigError("config key 'encoder_weights': 'pretrained' is set but no weights file is given "
+                              "(set encoder_weights, or pretrained: false for a random trunk)");
+        stems_must_differ(a->slides);
         const torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg);
         net->to(device);

@@ -31,10 +31,18 @@ std::string lower(std::string s) {
     return s;
 }
 
-bool is_bag_file(const std::string& path) {
-    const std::string ext = lower(fs::path(path.substr(0, path.find('#'))).extension().string());
+bool is_h5_name(const std::string& path) {
+    const std::string ext = lower(fs::path(path).extension().string());
     return ext == ".h5" || ext == ".hdf5";
 }
+
+// "bags/x.h5#slide_1" names a group of the reference's single file; only the last '#' counts.
+std::string without_group(const std::string& path) {
+    const auto hash = path.rfind('#');
+    return hash != std::string::npos && is_h5_name(path.substr(0, hash)) ? path.substr(0, hash) : path;
+}
+
+bool is_bag_file(const std::string& path) { return is_h5_name(without_group(path)); }
 
 // The split file: data_dir/train_fname (default train.csv), relative paths taken from data_dir.
 std::string split_file(const Config& cfg, const std::string& split, const char* fallback_ext) {
@@ -67,7 +75,9 @@ torch::Tensor target_parse(const std::string& cell, const Task& task, int n_clas
     }
     auto t = torch::zeros({n_class}, torch::kFloat32);
     if (n_class == 1) {
-        t[0] = float(number(cell));
+        const double v = number(cell);
+        if (!(v >= 0 && v <= 1)) throw std::runtime_error(where + ": label " + cell + " of task '" + task.name + "' is not in [0, 1]");
+        t[0] = float(v);
         return t;
     }
     std::string items = cell;
@@ -75,7 +85,9 @@ torch::Tensor target_parse(const std::string& cell, const Task& task, int n_clas
     std::istringstream in(items);
     for (std::string s; in >> s;) {
         const double v = number(s);
-        if (v < 0 || v >= n_class) throw std::runtime_error(where + ": class " + s + " out of range");
+        if (v != std::floor(v) || v < 0 || v >= n_class)
+            throw std::runtime_error(where + ": class " + s + " of task '" + task.name + "' is not a class in [0, " +
+                                     std::to_string(n_class) + ")");
         t[int64_t(v)] = 1;
     }
     return t;
@@ -94,6 +106,7 @@ std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
     std::string line;
     for (int64_t number = 1; std::getline(in, line); ++number) {
         if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM (spreadsheets)
         if (trim(line).empty() || trim(line)[0] == '#') continue;
         std::vector<std::string> cells;
         std::stringstream ss(line);
@@ -101,9 +114,9 @@ std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
         if (rows.empty() && !cells.empty() && lower(cells[0]) == "path") continue;  // header
         const std::string where = file + ":" + std::to_string(number);
         if (cells.empty() || cells[0].empty()) throw std::runtime_error(where + ": the row has no path");
-        if (cells.size() < 1 + n_tasks)
+        if (cells.size() != 1 + n_tasks)
             throw std::runtime_error(where + ": " + std::to_string(n_tasks) + " label column(s) expected (one per task), found " +
-                                     std::to_string(cells.size() - 1));
+                                     std::to_string(cells.size() - 1) + " (several classes of one task go in one cell, split by ';')");
         Row r;
         r.path = fs::path(cells[0]).is_absolute() ? cells[0] : (fs::path(file).parent_path() / cells[0]).string();
         r.labels.assign(cells.begin() + 1, cells.begin() + 1 + n_tasks);
@@ -123,11 +136,12 @@ struct CsvDataset : Dataset {
                 throw ConfigError("config key 'is_image': " + r.where + " names a feature bag; set is_image: false");
             if (!is_bag_file(r.path) && !cfg.is_image)
                 throw ConfigError("config key 'is_image': " + r.where + " names an image, the config expects feature bags");
-            // Open every file once now: a bad one is reported and left out, not found mid-epoch.
+            // A wrong label is the CSV's fault: fatal. An unreadable file is reported and left out.
+            for (size_t t = 0; t < cfg.tasks.size(); ++t) target_parse(r.labels[t], cfg.tasks[t], cfg.n_class, r.where);
+            // Open every file and make its tile grid now, so a bad one is not found mid-epoch.
             try {
-                for (size_t t = 0; t < cfg.tasks.size(); ++t) target_parse(r.labels[t], cfg.tasks[t], cfg.n_class, r.where);
                 if (is_bag_file(r.path)) bag_open(r);
-                else slide_open(r.path);
+                else grid_of(r, *slide_open(r.path));
                 rows.push_back(std::move(r));
             } catch (const ConfigError&) {
                 throw;
@@ -141,16 +155,30 @@ struct CsvDataset : Dataset {
             std::fprintf(stderr, "warning: %s: %zu of %zu rows skipped (above)\n", file.c_str(), bad.size(), bad.size() + rows.size());
     }
     static PatchSourcePtr bag_open(const Row& r) {
-        const auto hash = r.path.find('#');
-        return hash == std::string::npos ? feature_bag_source_open(r.path)
-                                         : feature_bag_source_open(r.path.substr(0, hash), r.path.substr(hash + 1));
+        const std::string file = without_group(r.path);
+        return file == r.path ? feature_bag_source_open(file) : feature_bag_source_open(file, r.path.substr(file.size() + 1));
+    }
+    bool whole_image(const Slide& slide) const {
+        return slide_levels(slide).size() == 1 && !cfg.tissue && cfg.img_size[0] > 0;
+    }
+    // The tile grid of a slide, made once: tissue detection decodes a thumbnail. Whole images
+    // (decoded and resized in get()) have none.
+    std::shared_ptr<const TileGrid> grid_of(const Row& r, Slide& slide) {
+        if (whole_image(slide)) return nullptr;
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            auto it = grids.find(r.path);
+            if (it != grids.end()) return it->second;
+        }
+        auto grid = std::make_shared<const TileGrid>(tile_grid_make(slide, cfg));  // outside the lock
+        std::lock_guard<std::mutex> lock(mutex);
+        return grids.emplace(r.path, grid).first->second;
     }
     int64_t size() const override { return int64_t(rows.size()); }
 
     PatchSourcePtr image_source(const Row& r) {
         SlidePtr slide = slide_open(r.path);
-        const bool whole_image = slide_levels(*slide).size() == 1 && !cfg.tissue && cfg.img_size[0] > 0;
-        if (whole_image) {  // a photo: decode, resize to the configured size, cut the grid
+        if (whole_image(*slide)) {  // a photo: decode, resize to the configured size, cut the grid
             auto img = image_read(r.path, cfg.n_chan_in);
             if (img.size(1) != cfg.img_size[0] || img.size(2) != cfg.img_size[1]) {
                 namespace F = torch::nn::functional;
@@ -166,15 +194,7 @@ struct CsvDataset : Dataset {
             }
             return image_grid_source_make(img, cfg.patch_size, cfg.patch_stride, normalization_from_name(cfg.normalize));
         }
-        TileGrid grid;
-        {
-            // Tissue detection decodes a thumbnail: once per file, not once per epoch.
-            std::lock_guard<std::mutex> lock(mutex);
-            auto it = grids.find(r.path);
-            if (it == grids.end()) it = grids.emplace(r.path, tile_grid_make(*slide, cfg)).first;
-            grid = it->second;
-        }
-        return slide_source_make(slide, grid, cfg.n_chan_in, normalization_from_name(cfg.normalize));
+        return slide_source_make(slide, *grid_of(r, *slide), cfg.n_chan_in, normalization_from_name(cfg.normalize));
     }
 
     Example get(int64_t i) override {
@@ -189,7 +209,7 @@ struct CsvDataset : Dataset {
     Config cfg;
     std::vector<Row> rows;
     std::mutex mutex;
-    std::map<std::string, TileGrid> grids;
+    std::map<std::string, std::shared_ptr<const TileGrid>> grids;
 };
 
 // The reference's CAMELYON16 file: one group per slide with `img` [N, F] and attribute `label`;

@@ -11,6 +11,10 @@ void vips_ensure_init() {
     static std::once_flag once;
     std::call_once(once, [] {
         if (VIPS_INIT("ips")) throw std::runtime_error("libvips failed to initialise");
+        // Every opened file is a cached operation holding its decoder (and OpenSlide's tile cache);
+        // a data set opens thousands, and libvips' default cache keeps 100 of them alive.
+        vips_cache_set_max(16);
+        vips_cache_set_max_files(16);
     });
 }
 

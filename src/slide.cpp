@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 
 #include "ips/image_io.h"
@@ -48,11 +49,15 @@ vips::VImage level_open(const Slide& s, int level) {
     if (s.loader.rfind("openslideload", 0) == 0) opt->set("level", level);
     else if (s.loader.rfind("tiffload", 0) == 0) opt->set("page", level);
     vips::VImage img = vips::VImage::new_from_file(s.path.c_str(), opt);
-    // 8-bit RGB(A) or grey(A) from here on, whatever the file stores.
-    if (img.format() == VIPS_FORMAT_USHORT) img = img.cast(VIPS_FORMAT_UCHAR, vips::VImage::option()->set("shift", true));
-    else if (img.format() != VIPS_FORMAT_UCHAR) img = img.cast(VIPS_FORMAT_UCHAR);
+    // 8-bit RGB(A) or grey(A) from here on, whatever the file stores: colour space first (LAB and
+    // CMYK are not 8-bit RGB), then the 16-bit to 8-bit shift.
     const auto interp = img.interpretation();
-    if (interp == VIPS_INTERPRETATION_CMYK || interp == VIPS_INTERPRETATION_LAB) img = img.colourspace(VIPS_INTERPRETATION_sRGB);
+    if (interp == VIPS_INTERPRETATION_CMYK || interp == VIPS_INTERPRETATION_LAB || interp == VIPS_INTERPRETATION_LABQ ||
+        interp == VIPS_INTERPRETATION_LABS || interp == VIPS_INTERPRETATION_XYZ)
+        img = img.colourspace(VIPS_INTERPRETATION_sRGB);
+    if (img.format() == VIPS_FORMAT_USHORT) img = img.cast(VIPS_FORMAT_UCHAR, vips::VImage::option()->set("shift", true));
+    else if (img.format() == VIPS_FORMAT_FLOAT || img.format() == VIPS_FORMAT_DOUBLE) img = (img * 255).cast(VIPS_FORMAT_UCHAR);
+    else if (img.format() != VIPS_FORMAT_UCHAR) img = img.cast(VIPS_FORMAT_UCHAR);
     if (img.bands() > 4) img = img.extract_band(0, vips::VImage::option()->set("n", 4));
     return img;
 }
@@ -154,18 +159,25 @@ torch::Tensor slide_read_region(Slide& slide, int level, int64_t x, int64_t y, i
     if (w < 1 || h < 1) fail(slide.path, "empty region requested");
     vips::VImage img = level_image(slide, level);
     const double ds = slide.levels[level].downsample;
-    const int64_t lx = int64_t(std::floor(x / ds)), ly = int64_t(std::floor(y / ds));
+    // Rounded, not floored: tile_grid_full rounds level pixels up to level 0, and this must invert
+    // it exactly when the downsample is not a whole number (Aperio's 4.0002, odd-sized pyramids).
+    const int64_t lx = int64_t(std::llround(x / ds)), ly = int64_t(std::llround(y / ds));
     auto out = torch::full({h, w, 3}, 255, torch::kUInt8);  // white outside the image
     const int64_t x0 = std::max<int64_t>(lx, 0), y0 = std::max<int64_t>(ly, 0);
     const int64_t x1 = std::min<int64_t>(lx + w, img.width()), y1 = std::min<int64_t>(ly + h, img.height());
     if (x1 > x0 && y1 > y0) {
-        VipsRegion* region = vips_region_new(img.get_image());
+        // Regions are per call, so threads never share one; the error buffer is process-wide, so
+        // it is copied and cleared in one call.
+        std::unique_ptr<VipsRegion, void (*)(VipsRegion*)> holder(vips_region_new(img.get_image()),
+                                                                  [](VipsRegion* r) { if (r) g_object_unref(r); });
+        VipsRegion* region = holder.get();
         VipsRect rect{int(x0), int(y0), int(x1 - x0), int(y1 - y0)};
-        if (vips_region_prepare(region, &rect)) {
-            g_object_unref(region);
-            std::string msg = vips_error_buffer();
-            vips_error_clear();
-            fail(slide.path, "cannot read region at level " + std::to_string(level) + ": " + msg);
+        if (!region || vips_region_prepare(region, &rect)) {
+            char* msg = vips_error_buffer_copy();
+            std::string text = msg ? msg : "";
+            g_free(msg);
+            while (!text.empty() && text.back() == '\n') text.pop_back();
+            fail(slide.path, "cannot read region at level " + std::to_string(level) + ": " + text);
         }
         const int bands = img.bands();
         auto* dst = out.data_ptr<uint8_t>();
@@ -174,7 +186,6 @@ torch::Tensor slide_read_region(Slide& slide, int level, int64_t x, int64_t y, i
             uint8_t* line = dst + ((row - ly) * w + (x0 - lx)) * 3;
             for (int64_t col = 0; col < x1 - x0; ++col) pixel_to_rgb(src + col * bands, bands, line + col * 3);
         }
-        g_object_unref(region);
     }
     return out.permute({2, 0, 1}).contiguous();
 }
@@ -210,7 +221,12 @@ TileGrid tile_grid_full(const Slide& slide, int level, int64_t patch, int64_t st
     g.level = level;
     g.patch = patch;
     g.stride = stride;
-    auto shape = grid_shape(L.height, L.width, {patch, patch}, {stride, stride});
+    std::array<int64_t, 2> shape;
+    try {
+        shape = grid_shape(L.height, L.width, {patch, patch}, {stride, stride});
+    } catch (const std::invalid_argument& e) {
+        fail(slide.path, std::string(e.what()) + " (level " + std::to_string(level) + ")");
+    }
     g.rows = shape[0];
     g.cols = shape[1];
     g.coords = torch::empty({g.rows * g.cols, 2}, torch::kLong);

@@ -3,6 +3,9 @@
 #include <cmath>
 
 namespace ips {
+namespace {
+constexpr float kNearlyWhite = 220.0f;  // mean grey (0..255) above which the dark class is background
+}  // namespace
 
 int otsu_threshold(const torch::Tensor& grey) {
     auto g = grey.to(torch::kCPU, torch::kUInt8).contiguous();
@@ -36,6 +39,10 @@ TissueMask tissue_mask_make(Slide& slide, int64_t max_side) {
     auto grey = (rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114).round().clamp(0, 255).to(torch::kUInt8);
     t.threshold = otsu_threshold(grey);
     t.mask = grey.lt(t.threshold);
+    // Otsu always splits in two; on a blank slide it splits scanner noise. Tissue is clearly
+    // darker than glass, so a "tissue" class that is nearly white means there is none.
+    if (t.mask.any().item<bool>() && grey.masked_select(t.mask).to(torch::kFloat32).mean().item<float>() > kNearlyWhite)
+        t.mask.zero_();
     return t;
 }
 

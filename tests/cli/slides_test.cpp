@@ -18,7 +18,7 @@ using ips::test::TempDir;
 namespace {
 
 const std::string kDir = IPS_SOURCE_DIR;
-std::string svs_path() { return kDir + "/../shared/data/CMU-1-Small-Region.svs"; }
+std::string svs_path() { return ips::test::test_slide_path(); }
 
 std::vector<std::string> lines_of(const fs::path& p) {
     std::ifstream in(p);
@@ -72,6 +72,10 @@ TEST(Slides, FeaturesThenTrainingOnBagsLazyAndEagerSequential) {
     EXPECT_EQ(bag.patch_size, 256);
     EXPECT_EQ(bag.patch_level, 0);
     EXPECT_TRUE(torch::isfinite(bag.features.to(torch::kFloat)).all().item<bool>());
+    // Refused: ImageNet weights asked for but not given (random features would pass unnoticed).
+    auto refused = ips_run("features " + kDir + "/configs/features_resnet50.yaml " + svs_path() + " --out " + (dir / "no"));
+    EXPECT_NE(refused.code, 0);
+    EXPECT_NE(refused.output.find("encoder_weights"), std::string::npos) << refused.output;
     // Resumable: a second run skips the finished slide.
     auto again = ips_run("features " + kDir + "/tests/data/features_tiny.yaml " + svs_path() + " --out " + out + " --device cpu");
     ASSERT_EQ(again.code, 0) << again.output;

@@ -18,7 +18,7 @@ using ips::test::TempDir;
 
 namespace {
 
-std::string svs_path() { return std::string(IPS_SOURCE_DIR) + "/../shared/data/CMU-1-Small-Region.svs"; }
+std::string svs_path() { return ips::test::test_slide_path(); }
 
 #define REQUIRE_SVS() \
     if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
@@ -143,12 +143,15 @@ TEST(Slide, AlphaIsCompositedOnWhite) {
     auto rgb = pattern_image(64, 64);
     auto alpha = torch::full({1, 64, 64}, 255, torch::kUInt8);
     alpha.slice(2, 32).fill_(0);
+    alpha.slice(1, 48).slice(2, 0, 32).fill_(128);  // half transparent: blended with white
     const std::string png = dir / "a.png";
     vips_write(torch::cat({rgb, alpha}), png);
     auto slide = slide_open(png);
     auto r = slide_read_region(*slide, 0, 0, 0, 64, 64);
-    EXPECT_TRUE(torch::equal(r.slice(2, 0, 32), rgb.slice(2, 0, 32)));
+    EXPECT_TRUE(torch::equal(r.slice(1, 0, 48).slice(2, 0, 32), rgb.slice(1, 0, 48).slice(2, 0, 32)));
     EXPECT_TRUE(r.slice(2, 32).eq(255).all().item<bool>());
+    auto half = (rgb.slice(1, 48).slice(2, 0, 32).to(torch::kInt) * 128 + 255 * 127 + 127) / 255;
+    EXPECT_LE((r.slice(1, 48).slice(2, 0, 32).to(torch::kInt) - half).abs().max().item<int>(), 1);
 }
 
 TEST(Slide, BadFilesAreNamed) {
@@ -182,4 +185,60 @@ TEST(Slide, BadFilesAreNamed) {
     e = error_of([&] { tile_grid_make(*ws, cfg); });
     EXPECT_NE(e.find("white.png"), std::string::npos) << e;
     EXPECT_NE(e.find("no tile has tissue"), std::string::npos) << e;
+}
+
+// One case per format: the lazy region equals the whole-image decode of the same file.
+struct FormatCase {
+    const char* file;     // name with libvips save options
+    int tolerance;        // grey levels; a lossy file still decodes the same way both times
+};
+
+TEST(Slide, EveryFormatReadsRegionsEqualToTheWholeDecode) {
+    const FormatCase cases[] = {
+        {"img.png", 0},
+        {"img.jpg[Q=90]", 0},
+        {"img.webp[lossless]", 0},
+        {"img.jp2[lossless]", 0},
+        {"img.tif[tile,tile-width=64,tile-height=64,compression=jpeg,Q=90]", 0},
+        {"img.tif[compression=lzw]", 0},
+    };
+    TempDir dir("ips_slide_formats");
+    auto image = pattern_image(300, 420);
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.file);
+        const std::string spec = dir / c.file;
+        vips_write(image, spec);
+        const std::string path = spec.substr(0, spec.find('['));
+        auto slide = slide_open(path);
+        auto whole = image_read(path, 3);
+        ASSERT_EQ(whole.size(1), 300);
+        auto region = slide_read_region(*slide, 0, 130, 70, 150, 120);
+        auto crop = whole.slice(1, 70, 190).slice(2, 130, 280);
+        EXPECT_LE((region.to(torch::kInt) - crop.to(torch::kInt)).abs().max().item<int>(), c.tolerance);
+        fs::remove(path);
+    }
+}
+
+// Odd sizes make the downsample fractional (1001 / 500 = 2.002): level-1 tiles of the grid must
+// be exactly the level-1 image's own tiles, not one pixel off.
+TEST(Slide, TilesOfACoarseLevelWithAFractionalDownsample) {
+    TempDir dir("ips_slide_odd");
+    const std::string tif = dir / "odd.tif";
+    vips_write(pattern_image(777, 1001), tif + "[tile,tile-width=64,tile-height=64,pyramid,compression=deflate]");
+    auto slide = slide_open(tif);
+    ASSERT_GE(slide_levels(*slide).size(), 2u);
+    const auto& L1 = slide_levels(*slide)[1];
+    EXPECT_NE(L1.downsample, 2.0);
+    auto page = vips::VImage::new_from_file(tif.c_str(), vips::VImage::option()->set("page", 1));
+    size_t bytes = 0;
+    void* mem = page.write_to_memory(&bytes);
+    auto level1 = torch::from_blob(mem, {page.height(), page.width(), page.bands()}, [](void* p) { g_free(p); }, torch::kUInt8)
+                      .permute({2, 0, 1})
+                      .contiguous();
+    TileGrid grid = tile_grid_full(*slide, 1, 50, 50);
+    auto source = slide_source_make(slide, grid, 3);
+    auto want = image_grid_source_make(level1, {50, 50}, {50, 50});
+    ASSERT_EQ(source->size(), want->size());
+    auto all = torch::arange(source->size(), torch::kLong);
+    EXPECT_TRUE(torch::equal(source->read(all), want->read(all)));
 }
