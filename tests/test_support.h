@@ -27,6 +27,17 @@ struct TempDir {
     std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
+// The message of the exception `f` throws, or "(no exception)": tests assert on its words.
+template <typename F>
+std::string error_of(F&& f) {
+    try {
+        f();
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return "(no exception)";
+}
+
 struct CommandResult {
     int code;
     std::string output;  // stdout and stderr together

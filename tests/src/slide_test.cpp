@@ -16,6 +16,8 @@ namespace fs = std::filesystem;
 using namespace ips;
 using ips::test::TempDir;
 
+using ips::test::error_of;
+
 namespace {
 
 std::string svs_path() { return ips::test::test_slide_path(); }
@@ -38,15 +40,6 @@ void vips_write(const torch::Tensor& chw, const std::string& path, vips::VOption
     auto img = vips::VImage::new_from_memory(hwc.data_ptr(), size_t(hwc.numel()), int(hwc.size(1)), int(hwc.size(0)),
                                              int(hwc.size(2)), VIPS_FORMAT_UCHAR);
     img.write_to_file(path.c_str(), options);
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "";
 }
 
 }  // namespace

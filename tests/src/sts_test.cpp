@@ -14,6 +14,8 @@ namespace fs = std::filesystem;
 using namespace ips;
 using test::TempDir;
 
+using ips::test::error_of;
+
 namespace {
 
 constexpr int kW = 320, kH = 240;  // fixture frames (the real ones are 1280 x 960)
@@ -82,16 +84,6 @@ Config sts_config(const fs::path& root) {
 }
 
 torch::Tensor all_patches(const Example& ex) { return ex.source->read_range(0, ex.source->size()); }
-
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "(no exception)";
-}
 
 }  // namespace
 

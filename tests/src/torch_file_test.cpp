@@ -24,6 +24,8 @@ namespace fs = std::filesystem;
 using namespace ips;
 using json = nlohmann::json;
 
+using ips::test::error_of;
+
 namespace {
 
 std::string script() { return std::string(IPS_SOURCE_DIR) + "/tests/peer/make_state_dicts.py"; }
@@ -159,19 +161,6 @@ torch::Tensor raw_floats(const fs::path& path, std::vector<int64_t> shape) {
 }
 
 // Runs f and returns the std::runtime_error message; fails the test when nothing is thrown.
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const std::runtime_error& e) {
-        return e.what();
-    } catch (const std::exception& e) {
-        ADD_FAILURE() << "expected std::runtime_error, got another exception: " << e.what();
-        return e.what();
-    }
-    ADD_FAILURE() << "expected std::runtime_error, nothing was thrown";
-    return "";
-}
-
 // A zip archive laid out like torch.save's, with arbitrary records, to feed the reader bad pickles.
 void archive_write(const fs::path& path, const std::vector<std::pair<std::string, std::string>>& records) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
