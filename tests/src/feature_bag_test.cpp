@@ -243,10 +243,11 @@ TEST(FeatureBag, ErrorsNameTheFile) {
 }
 
 // h5py (what CLAM / TRIDENT read with) sees our float16 as numpy float16 and finds the attributes
-// on `coords`. Skipped where Debian's python3 has no h5py.
+// on `coords`. scripts/setup.sh installs Debian's python3-h5py for this peer.
 TEST(FeatureBag, PeerH5pyReadsOurFile) {
     const auto py = ips::test::torch_python();
-    if (ips::test::command_run(py + " -c 'import h5py'").code != 0) GTEST_SKIP() << "h5py not installed for " << py;
+    ASSERT_EQ(ips::test::command_run(py + " -c 'import h5py'").code, 0)
+        << "h5py is missing for " << py << ": install python3-h5py (scripts/setup.sh does)";
     TempDir dir;
     const auto path = dir / "slide.h5";
     auto bag = random_bag(20, 6, torch::kHalf);
