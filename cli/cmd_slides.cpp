@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "ips/bench.h"
 #include "ips/feature_bag.h"
+#include "ips/files.h"
 #include "ips/image_io.h"
 #include "ips/progress.h"
 #include "ips/tissue.h"
@@ -37,18 +38,6 @@ void for_each_slide(const char* command, const std::vector<std::string>& slides,
         for (const auto& f : failed) list += "\n  " + f;
         throw std::runtime_error(std::to_string(failed.size()) + " of " + std::to_string(slides.size()) +
                                  " slides failed:" + list);
-    }
-}
-
-void text_write_atomic(const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp";
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.close();  // a full disk shows at the final flush
-    std::error_code ec;
-    if (out.fail() || (fs::rename(tmp, path, ec), ec)) {
-        fs::remove(tmp, ec);
-        throw std::runtime_error("cannot write '" + path.string() + "'");
     }
 }
 

@@ -23,8 +23,7 @@ c10::impl::GenericDict string_dict(const c10::TypePtr& value_type) {
 }
 
 // Our checkpoint's top-level dict, or an error saying what the file is instead.
-c10::impl::GenericDict checkpoint_tree(const std::string& path) {
-    c10::IValue root = torch_file_load(path);
+c10::impl::GenericDict checkpoint_tree_of(const c10::IValue& root, const std::string& path) {
     if (!root.isGenericDict()) fail(path, "not an ips checkpoint (its top level is not a dict)");
     auto dict = root.toGenericDict();
     auto format = dict.find(std::string("format"));
@@ -32,6 +31,8 @@ c10::impl::GenericDict checkpoint_tree(const std::string& path) {
         fail(path, std::string("not an ips checkpoint (no format '") + kFormat + "' entry)");
     return dict;
 }
+
+c10::impl::GenericDict checkpoint_tree(const std::string& path) { return checkpoint_tree_of(torch_file_load(path), path); }
 
 const c10::IValue& entry(const c10::impl::GenericDict& dict, const char* key, const std::string& path) {
     auto it = dict.find(std::string(key));
@@ -92,8 +93,9 @@ void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimiz
 
 CheckpointMeta checkpoint_meta(const std::string& path) { return meta_of(checkpoint_tree(path), path); }
 
-CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer) {
-    const auto dict = checkpoint_tree(path);
+// Loads from an already-read checkpoint tree (weights_load reads the file once for both uses).
+static CheckpointMeta checkpoint_apply(const c10::impl::GenericDict& dict, const std::string& path, IPSNet& net,
+                                torch::optim::Optimizer* optimizer) {
     CheckpointMeta meta = meta_of(dict, path);
     state_dict_apply(*net, model_state(dict, path), "", /*strict=*/true, path);
     if (optimizer) {
@@ -111,10 +113,14 @@ CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::opti
     return meta;
 }
 
+CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer) {
+    return checkpoint_apply(checkpoint_tree(path), path, net, optimizer);
+}
+
 void weights_load(const std::string& path, IPSNet& net) {
     c10::IValue root = torch_file_load(path);
     if (root.isGenericDict() && root.toGenericDict().contains(std::string("format"))) {
-        checkpoint_load(path, net, nullptr);
+        checkpoint_apply(checkpoint_tree_of(root, path), path, net, nullptr);
         return;
     }
     // Anything else must be a state dict in the reference layout (torch.save(model.state_dict())).

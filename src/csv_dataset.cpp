@@ -179,19 +179,7 @@ struct CsvDataset : Dataset {
     PatchSourcePtr image_source(const Row& r) {
         SlidePtr slide = slide_open(r.path);
         if (whole_image(*slide)) {  // a photo: decode, resize to the configured size, cut the grid
-            auto img = image_read(r.path, cfg.n_chan_in);
-            if (img.size(1) != cfg.img_size[0] || img.size(2) != cfg.img_size[1]) {
-                namespace F = torch::nn::functional;
-                img = F::interpolate(img.unsqueeze(0).to(torch::kFloat32),
-                                     F::InterpolateFuncOptions()
-                                         .size(std::vector<int64_t>{cfg.img_size[0], cfg.img_size[1]})
-                                         .mode(torch::kBilinear)
-                                         .align_corners(false))
-                          .squeeze(0)
-                          .round()
-                          .clamp(0, 255)
-                          .to(torch::kUInt8);
-            }
+            auto img = image_resize(image_read(r.path, cfg.n_chan_in), cfg.img_size[0], cfg.img_size[1]);
             return image_grid_source_make(img, cfg.patch_size, cfg.patch_stride, normalization_from_name(cfg.normalize));
         }
         return slide_source_make(slide, *grid_of(r, *slide), cfg.n_chan_in, normalization_from_name(cfg.normalize));

@@ -50,6 +50,13 @@ torch::Tensor image_read(const std::string& path, int64_t channels) {
     }
 }
 
+torch::Tensor image_resize(const torch::Tensor& image, int64_t H, int64_t W) {
+    if (image.size(1) == H && image.size(2) == W) return image;
+    namespace F = torch::nn::functional;
+    auto opt = F::InterpolateFuncOptions().size(std::vector<int64_t>{H, W}).mode(torch::kBilinear).align_corners(false);
+    return F::interpolate(image.unsqueeze(0).to(torch::kFloat32), opt).squeeze(0).round_().clamp_(0, 255).to(torch::kUInt8);
+}
+
 void png_write(const std::string& path, const torch::Tensor& image, int compression) {
     vips_ensure_init();
     if (image.dim() != 3 || image.scalar_type() != torch::kUInt8 || (image.size(0) != 1 && image.size(0) != 3))

@@ -252,16 +252,7 @@ struct StsDataset : Dataset {
             throw std::out_of_range("traffic_signs " + split + ": index " + std::to_string(i) + " of " +
                                     std::to_string(size()));
         const StsLabelledFrame& frame = frames[static_cast<size_t>(i)];
-        torch::Tensor img = image_read(frame.path, 3);  // [3, h, w] uint8
-        if (img.size(1) != hw[0] || img.size(2) != hw[1]) {
-            namespace F = torch::nn::functional;
-            auto opts = F::InterpolateFuncOptions()
-                            .size(std::vector<int64_t>{hw[0], hw[1]})
-                            .mode(torch::kBilinear)
-                            .align_corners(false);
-            img = F::interpolate(img.to(torch::kFloat32).unsqueeze(0), opts)
-                      .squeeze(0).round_().clamp_(0.0, 255.0).to(torch::kUInt8);
-        }
+        torch::Tensor img = image_resize(image_read(frame.path, 3), hw[0], hw[1]);  // [3, H, W] uint8
         if (split == "train") img = augment_apply(img, draw());
         Example ex;
         ex.name = frame.path;

@@ -10,6 +10,7 @@
 #include <numeric>
 
 #include "ips/checkpoint.h"
+#include "ips/files.h"
 #include "ips/progress.h"
 #include "ips/torch_file.h"
 
@@ -220,23 +221,13 @@ std::string metrics_line(const Config& cfg, int epoch, double train_loss, const 
     return j.dump();
 }
 
-void text_write_atomic(const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp";
-    {
-        std::ofstream out(tmp);
-        out << text;
-        if (!out) throw std::runtime_error("cannot write '" + tmp.string() + "'");
-    }
-    fs::rename(tmp, path);
-}
-
 }  // namespace
 
 std::vector<EpochRecord> train_run(const Config& cfg, const TrainOptions& opt) {
     fs::create_directories(opt.out_dir);
     const fs::path dir(opt.out_dir);
     const std::string config_yaml = config_to_yaml(cfg);
-    text_write_atomic(dir / "config.yaml", config_yaml);
+    text_write_atomic((dir / "config.yaml").string(), config_yaml);
 
     DatasetPtr train_data = dataset_open(cfg, "train");
     DatasetPtr test_data = dataset_open(cfg, "test");

@@ -16,6 +16,10 @@ void vips_ensure_init();
 // Throws std::runtime_error naming the file for a missing, corrupt or unsupported file.
 torch::Tensor image_read(const std::string& path, int64_t channels);
 
+// [C, h, w] uint8 resized to [C, H, W] uint8, bilinear (align_corners false, as torchvision's
+// Resize on tensors), rounded; returned unchanged when it already has that size.
+torch::Tensor image_resize(const torch::Tensor& image, int64_t H, int64_t W);
+
 // Writes [C, H, W] uint8 (C = 1 or 3) as a PNG, atomically. Throws naming the file.
 void png_write(const std::string& path, const torch::Tensor& image, int compression = 6);
 
