@@ -105,7 +105,7 @@ void cmd_predict_setup(CLI::App* sub, GlobalOptions& g) {
         torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg, /*initial_weights=*/false);
         weights_load(args->weights, net);
-        net->to(device);
+        net_to(net, device);
         net->eval();
         torch::NoGradGuard no_grad;
         int failures = 0;

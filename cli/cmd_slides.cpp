@@ -220,7 +220,7 @@ void cmd_features_setup(CLI::App* sub, GlobalOptions& g) {
         stems_must_differ(a->slides);
         const torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg);
-        net->to(device);
+        net_to(net, device);
         net->eval();
         const std::string out = g.out.empty() ? "features" : g.out;
         fs::create_directories(out);

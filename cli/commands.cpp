@@ -3,47 +3,11 @@
 #include <cstdio>
 #include <iostream>
 
-#include "ips/bench.h"
 #include "ips/checkpoint.h"
 #include "ips/pretrain.h"
-#include "ips/runtime.h"
 #include "ips/train.h"
 
 namespace ips::cli {
-
-void global_options_add(CLI::App* sub, GlobalOptions& g) {
-    sub->add_option("--device", g.device, "auto | cpu | cuda (auto: CUDA when available)")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    sub->add_option("--threads", g.threads, "CPU threads (default: all cores)");
-    sub->add_option("--out", g.out, "output folder");
-    sub->add_option("--seed", g.seed, "random seed (overrides the config's seed)");
-    sub->add_option("--set", g.sets, "override a config key: --set KEY=VALUE (repeatable)");
-}
-
-torch::Device global_options_apply(const GlobalOptions& g) {
-    runtime_configure(g.threads);
-    if (g.device == "cpu") return torch::kCPU;
-    if (g.device == "cuda") {
-        if (!torch::cuda::is_available())
-            throw std::runtime_error("--device cuda: no CUDA device is available to this libtorch build");
-        return torch::kCUDA;
-    }
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
-
-Config config_for_command(const std::string& path, const GlobalOptions& g) {
-    std::vector<std::string> sets = g.sets;
-    if (g.seed >= 0) sets.push_back("seed=" + std::to_string(g.seed));
-    std::vector<std::string> ignored;
-    Config cfg = config_load(path, sets, &ignored);
-    if (!ignored.empty()) {
-        std::string list;
-        for (const auto& k : ignored) list += (list.empty() ? "" : ", ") + k;
-        std::fprintf(stderr, "note: %s: keys of the reference implementation ignored here: %s\n", path.c_str(),
-                     list.c_str());
-    }
-    return cfg;
-}
 
 namespace {
 
@@ -109,32 +73,10 @@ void cmd_eval_setup(CLI::App* sub, GlobalOptions& g) {
         torch::Device device = global_options_apply(g);
         IPSNet net = net_make(cfg, /*initial_weights=*/false);
         weights_load(*checkpoint, net);
-        net->to(device);
+        net_to(net, device);
         auto data = dataset_open(cfg, "test");
         EvalResult r = evaluate(net, cfg, *data, device, true);
         std::printf("%s\n", metrics_summary(cfg, r).c_str());
-    });
-}
-
-void cmd_bench_setup(CLI::App* sub, GlobalOptions& g) {
-    auto config = std::make_shared<std::string>();
-    auto opt = std::make_shared<BenchOptions>();
-    auto json = std::make_shared<bool>(false);
-    sub->add_option("config", *config, "YAML config")->required();
-    sub->add_option("--mode", opt->mode, "train | eval")->check(CLI::IsMember({"train", "eval"}));
-    sub->add_option("--iters", opt->iters, "timed batches (median reported)");
-    sub->add_option("--warmup", opt->warmup, "untimed batches first");
-    sub->add_flag("--json", *json, "print one JSON object on the last line");
-    global_options_add(sub, g);
-    sub->callback([config, opt, json, &g] {
-        Config cfg = config_for_command(*config, g);
-        opt->device = global_options_apply(g);
-        BenchResult r = bench_run(cfg, *opt);
-        std::printf("%s %s: B %lld, N %lld, M %lld, I %lld: %.1f ms/batch, %.2f img/s, peak %.3f GiB (%s)\n",
-                    r.mode.c_str(), r.device.c_str(), static_cast<long long>(r.B), static_cast<long long>(r.N),
-                    static_cast<long long>(r.M), static_cast<long long>(r.I), r.ms_per_batch, r.img_per_s,
-                    r.peak_mem_gib, r.peak_mem_kind.c_str());
-        if (*json) std::printf("%s\n", bench_to_json(r).c_str());
     });
 }
 

@@ -6,6 +6,7 @@
 namespace {
 
 const ips::cli::CommandSpec kCommands[] = {
+#ifndef IPS_ENGINE_ONLY
     {"data", "generate data sets: ips data megapixel-mnist --digits SRC --out DIR", ips::cli::cmd_data_setup},
     {"tiles", "tissue tiles of slides: coordinates (CSV), thumbnail with mask and tiles (PNG)", ips::cli::cmd_tiles_setup},
     {"features", "embed every tissue tile of slides with a trunk: one HDF5 feature bag per slide", ips::cli::cmd_features_setup},
@@ -15,6 +16,7 @@ const ips::cli::CommandSpec kCommands[] = {
     {"predict", "class probabilities, selected patches and an attention heat map for images", ips::cli::cmd_predict_setup},
     {"plot", "learning curves of a run: ips plot RUN/metrics.jsonl --out curve.png", ips::cli::cmd_plot_setup},
     {"bench-read", "patches/s and peak memory of reading random tiles from a slide or image", ips::cli::cmd_read_bench_setup},
+#endif
     {"bench", "time training steps or inference on synthetic inputs of a config's shapes", ips::cli::cmd_bench_setup},
 };
 

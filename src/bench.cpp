@@ -7,6 +7,7 @@
 #include <chrono>
 #include <random>
 
+#include "ips/precision.h"
 #include "ips/train.h"
 
 // The CUDA allocator's statistics exist only where libtorch was built with CUDA and its headers are
@@ -41,11 +42,17 @@ double cuda_peak_gib(const torch::Device& d) {
 
 // B examples of the configured shapes: uint8 patches [N, C, P_h, P_w] or one shared float bag
 // [N, F] (a 250k x 2048 bag is 2 GB: the B images of a batch reuse it rather than hold B copies).
-std::vector<Example> bench_examples(const Config& cfg) {
+std::vector<Example> bench_examples(const Config& cfg, const BenchOptions& opt) {
     std::vector<Example> out;
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
     torch::Tensor bag;
-    if (!cfg.is_image) bag = torch::randn({cfg.N, cfg.n_chan_in});
+    if (!cfg.is_image) {
+        if (opt.bag_dtype != "float16" && opt.bag_dtype != "float32")
+            throw std::invalid_argument("bench --bag-dtype must be float16 or float32, got '" + opt.bag_dtype + "'");
+        bag = torch::randn({cfg.N, cfg.n_chan_in}).to(opt.bag_dtype == "float16" ? torch::kHalf : torch::kFloat32);
+        // Lazy on a GPU: the bag stays in page-locked host memory so chunks copy asynchronously.
+        if (!cfg.eager && opt.device.is_cuda()) bag = bag.pin_memory();
+    }
     std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
     for (int b = 0; b < cfg.B; ++b) {
         Example ex;
@@ -78,9 +85,9 @@ BenchResult bench_run(const Config& cfg, const BenchOptions& opt) {
     if (opt.mode != "train" && opt.mode != "eval")
         throw std::invalid_argument("bench mode must be train or eval, got '" + opt.mode + "'");
     const bool train = opt.mode == "train";
-    auto examples = bench_examples(cfg);
+    auto examples = bench_examples(cfg, opt);
     IPSNet net = net_make(cfg);
-    net->to(opt.device);
+    net_to(net, opt.device);
     torch::optim::AdamW optimizer(net->parameters(), torch::optim::AdamWOptions(cfg.lr).weight_decay(cfg.wd));
     std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
 
@@ -117,6 +124,10 @@ BenchResult bench_run(const Config& cfg, const BenchOptions& opt) {
     r.device = opt.device.str();
     r.mode = opt.mode;
     r.B = cfg.B;
+    r.B_seq = cfg.B_seq;
+    r.eager = cfg.eager;
+    r.precision = precision_name(precision_resolve(cfg.precision, opt.device));
+    r.bag_dtype = cfg.is_image ? "uint8" : opt.bag_dtype;
     r.N = cfg.N;
     r.M = cfg.M;
     r.I = cfg.I;
@@ -140,6 +151,11 @@ std::string bench_to_json(const BenchResult& r) {
     j["device"] = r.device;
     j["mode"] = r.mode;
     j["B"] = r.B;
+    j["B_seq"] = r.B_seq;
+    j["eager"] = r.eager;
+    j["precision"] = r.precision;
+    j["input_dtype"] = r.bag_dtype;
+    j["impl"] = "ips";
     j["N"] = r.N;
     j["M"] = r.M;
     j["I"] = r.I;

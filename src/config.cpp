@@ -153,6 +153,9 @@ const std::vector<KeySpec>& key_table() {
         int_key("n_chan_in", &Config::n_chan_in),
         int_key("n_res_blocks", &Config::n_res_blocks),
         int_key("encoder_width", &Config::encoder_width),
+        str_key("precision", &Config::precision),
+        str_key("channels_last", &Config::channels_last),
+        bool_key("cudnn_benchmark", &Config::cudnn_benchmark),
         bool_key("shuffle", &Config::shuffle),
         str_key("shuffle_style", &Config::shuffle_style),
         bool_key("shuffle_eval", &Config::shuffle_eval),
@@ -326,6 +329,10 @@ void config_validate(const Config& c) {
                           std::to_string(trunk_dim) + "-d embeddings, not " +
                           std::to_string(c.D));
     }
+    if (c.precision != "auto" && c.precision != "fp32" && c.precision != "tf32" && c.precision != "bf16")
+        fail("precision", "must be auto, fp32, tf32 or bf16, got '" + c.precision + "'");
+    if (c.channels_last != "auto" && c.channels_last != "true" && c.channels_last != "false")
+        fail("channels_last", "must be auto, true or false, got '" + c.channels_last + "'");
     if (c.attn_dropout < 0 || c.attn_dropout >= 1) fail("attn_dropout", "must be in [0, 1)");
     if (c.dropout < 0 || c.dropout >= 1) fail("dropout", "must be in [0, 1)");
     std::set<std::string> names;

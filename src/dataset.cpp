@@ -100,14 +100,4 @@ DatasetPtr dataset_open(const Config& cfg, const std::string& split) {
     throw ConfigError("config key 'dataset': unknown data set '" + cfg.dataset + "' (known: " + known + ")");
 }
 
-std::vector<torch::Tensor> targets_stack(const std::vector<Example>& examples, size_t n_tasks) {
-    std::vector<torch::Tensor> out;
-    for (size_t t = 0; t < n_tasks; ++t) {
-        std::vector<torch::Tensor> col;
-        for (const auto& ex : examples) col.push_back(ex.targets.at(t));
-        out.push_back(torch::stack(col));
-    }
-    return out;
-}
-
 }  // namespace ips

@@ -255,7 +255,13 @@ struct BagSource : PatchSource {
     std::vector<int64_t> patch_shape() const override { return {f}; }
     torch::Device device() const override { return torch::kCPU; }
 
-    torch::Tensor read(const torch::Tensor& idx) override {
+    torch::Tensor read(const torch::Tensor& idx) override { return read_stored(idx).to(torch::kFloat32); }
+    torch::Tensor read_range(int64_t start, int64_t count) override {
+        return read_range_stored(start, count).to(torch::kFloat32);
+    }
+    torch::Tensor stored_to_float(const torch::Tensor& stored) const override { return stored.to(torch::kFloat32); }
+
+    torch::Tensor read_stored(const torch::Tensor& idx) override {
         auto want = idx.to(torch::kCPU, torch::kLong).contiguous().view(-1);
         const int64_t k = want.numel();
         const int64_t* w = want.data_ptr<int64_t>();
@@ -285,10 +291,10 @@ struct BagSource : PatchSource {
             i = j;
         }
         lock.unlock();
-        return buf.index_select(0, slot).to(torch::kFloat32);
+        return buf.index_select(0, slot);
     }
 
-    torch::Tensor read_range(int64_t start, int64_t count) override {
+    torch::Tensor read_range_stored(int64_t start, int64_t count) override {
         if (start < 0 || count < 0 || start + count > n)
             throw std::out_of_range("feature bag '" + path + "': rows [" + std::to_string(start) + ", " +
                                     std::to_string(start + count) + ") out of range [0, " + std::to_string(n) + ")");
@@ -296,12 +302,12 @@ struct BagSource : PatchSource {
         auto lock = h5_lock();
         rows_read(start, count, out.data_ptr());
         lock.unlock();
-        return out.to(torch::kFloat32);
+        return out;
     }
 
-    // Eager mode: the whole bag once, as float32, wherever it is wanted.
+    // Eager mode: the whole bag once, as stored (float16 bags stay half the size), wherever it is wanted.
     std::shared_ptr<PatchSource> to(const torch::Device& d) override {
-        return tensor_source_make(read_range(0, n).to(d));
+        return tensor_source_make(read_range_stored(0, n).to(d));
     }
 
     std::array<int64_t, 2> patch_origin(int64_t i) const override {

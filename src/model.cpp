@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ips/precision.h"
+
 namespace ips {
 namespace {
 
@@ -227,7 +229,19 @@ IPSNetImpl::IPSNetImpl(const Config& cfg_) : cfg(cfg_), D(cfg_.D) {
     }
 }
 
-torch::Tensor IPSNetImpl::embed(const torch::Tensor& patches) { return encoder->forward(patches); }
+torch::Tensor IPSNetImpl::embed(const torch::Tensor& patches) {
+    const torch::Device device = patches.device();
+    const bool nhwc = patches.dim() == 4 && channels_last_resolve(cfg.channels_last, device);
+    AutocastScope autocast(precision_resolve(cfg.precision, device), device);
+    auto emb = encoder->forward(nhwc ? patches.contiguous(torch::MemoryFormat::ChannelsLast) : patches);
+    return emb.scalar_type() == torch::kFloat32 ? emb : emb.to(torch::kFloat32);
+}
+
+void net_to(IPSNet& net, const torch::Device& device) {
+    backend_configure(net->cfg, device);
+    net->to(device);
+    if (net->cfg.is_image && channels_last_resolve(net->cfg.channels_last, device)) module_channels_last(*net->encoder);
+}
 
 torch::Tensor IPSNetImpl::with_pos(const torch::Tensor& emb, const torch::Tensor& idx) {
     if (!cfg.use_pos) return emb;

@@ -30,13 +30,20 @@ struct TensorSource : PatchSource {
     std::vector<int64_t> patch_shape() const override {
         return std::vector<int64_t>(data.sizes().begin() + 1, data.sizes().end());
     }
-    torch::Tensor read(const torch::Tensor& idx) override {
+    torch::Tensor read(const torch::Tensor& idx) override { return to_float(read_stored(idx)); }
+    torch::Tensor read_range(int64_t start, int64_t count) override { return to_float(read_range_stored(start, count)); }
+    torch::Tensor read_stored(const torch::Tensor& idx) override {
         check_indices(idx, size());
-        return to_float(data.index_select(0, idx.to(data.device(), torch::kLong)));
+        auto i = idx.to(data.device(), torch::kLong);
+        if (!data.is_pinned()) return data.index_select(0, i);
+        // Gathered straight into page-locked memory, so the copy to the GPU can be asynchronous.
+        std::vector<int64_t> shape = data.sizes().vec();
+        shape[0] = i.numel();
+        auto out = torch::empty(shape, data.options().pinned_memory(true));
+        return torch::index_select_out(out, data, 0, i);
     }
-    torch::Tensor read_range(int64_t start, int64_t count) override {
-        return to_float(data.narrow(0, start, count));
-    }
+    torch::Tensor read_range_stored(int64_t start, int64_t count) override { return data.narrow(0, start, count); }
+    torch::Tensor stored_to_float(const torch::Tensor& stored) const override { return to_float(stored); }
     torch::Device device() const override { return data.device(); }
     std::shared_ptr<PatchSource> to(const torch::Device& d) override {
         return std::make_shared<TensorSource>(data.to(d));
@@ -60,14 +67,18 @@ struct ImageGridSource : PatchSource {
     }
     int64_t size() const override { return grid[0] * grid[1]; }
     std::vector<int64_t> patch_shape() const override { return {image.size(0), patch[0], patch[1]}; }
-    torch::Tensor read(const torch::Tensor& idx) override {
+    torch::Tensor read(const torch::Tensor& idx) override { return stored_to_float(read_stored(idx)); }
+    torch::Tensor read_stored(const torch::Tensor& idx) override {
         check_indices(idx, size());
         auto i = idx.to(image.device(), torch::kLong);
         // A strided view of all patches [C, rows, cols, P_h, P_w]; only the indexed ones are copied.
         auto all = image.unfold(1, patch[0], stride[0]).unfold(2, patch[1], stride[1]);
         auto picked = all.index({Slice(), torch::div(i, grid[1], "floor"), torch::remainder(i, grid[1])});
-        auto out = to_float(picked.permute({1, 0, 2, 3}));  // [K, C, P_h, P_w]
-        if (mean.defined()) out = (out - mean) / std_;
+        return picked.permute({1, 0, 2, 3}).contiguous();  // [K, C, P_h, P_w]
+    }
+    torch::Tensor stored_to_float(const torch::Tensor& stored) const override {
+        auto out = to_float(stored);
+        if (mean.defined()) out = (out - mean.to(out.device())) / std_.to(out.device());
         return out;
     }
     torch::Device device() const override { return image.device(); }
@@ -89,6 +100,10 @@ struct ImageGridSource : PatchSource {
 
 torch::Tensor PatchSource::read_range(int64_t start, int64_t count) {
     return read(torch::arange(start, start + count, torch::kLong));
+}
+
+torch::Tensor PatchSource::read_range_stored(int64_t start, int64_t count) {
+    return read_stored(torch::arange(start, start + count, torch::kLong));
 }
 
 PatchSourcePtr tensor_source_make(torch::Tensor data) { return std::make_shared<TensorSource>(std::move(data)); }

@@ -35,8 +35,9 @@ torch::Tensor chunk_embed(IPSNet& net, const std::vector<PatchSource*>& sources,
     for (size_t b = 0; b < sources.size(); ++b) {
         auto ids = orders[b].slice(0, start, end);
         // Contiguous runs let file-backed sources read one region instead of scattered patches.
-        auto p = identity_order ? sources[b]->read_range(start, end - start) : sources[b]->read(ids);
-        patches.push_back(p.to(device, /*non_blocking=*/true));
+        // Patches travel as stored (uint8, float16) and become float32 on the compute device.
+        auto p = identity_order ? sources[b]->read_range_stored(start, end - start) : sources[b]->read_stored(ids);
+        patches.push_back(sources[b]->stored_to_float(p.to(device, /*non_blocking=*/true)));
         idx.push_back(ids);
     }
     auto flat = patches.size() == 1 ? patches[0] : torch::cat(patches, 0);  // [b * k, ...]

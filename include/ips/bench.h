@@ -12,6 +12,9 @@ struct BenchOptions {
     int iters = 5;
     int warmup = 2;
     torch::Device device = torch::kCPU;
+    // Feature bags: how the synthetic bag is stored. float16 is what `ips features` writes; the
+    // reference's loader hands out float32.
+    std::string bag_dtype = "float16";
 };
 
 struct BenchResult {
@@ -19,7 +22,9 @@ struct BenchResult {
     double img_per_s = 0;
     double peak_mem_gib = 0;  // CUDA allocator peak, or peak resident memory on CPU
     std::string device, mode, peak_mem_kind;
-    int64_t B = 0, N = 0, M = 0, I = 0;
+    int64_t B = 0, B_seq = 0, N = 0, M = 0, I = 0;
+    bool eager = true;
+    std::string precision, bag_dtype;
     std::vector<double> ms_all;
 };
 

@@ -61,6 +61,10 @@ struct Config {
     int n_chan_in = 1;
     int n_res_blocks = 2;               // 2 or 4
     int encoder_width = 64;             // channels of the first ResNet stage (torchvision: 64)
+    // speed (precision.h): "auto" is fast on CUDA (bf16 encoder, channels-last, TF32) and exact on CPU
+    std::string precision = "auto";     // auto | fp32 | tf32 | bf16
+    std::string channels_last = "auto"; // auto | true | false
+    bool cudnn_benchmark = true;        // cuDNN autotuning: shapes repeat every batch
     // selection
     bool shuffle = true;
     std::string shuffle_style = "batch";  // batch | instance

@@ -91,4 +91,8 @@ TORCH_MODULE(IPSNet);
 
 int64_t parameter_count(torch::nn::Module& module);
 
+// Moves the net to `device` and applies its config's speed settings there: backend switches
+// (TF32, cuDNN autotuning) and channels-last convolution weights (precision.h).
+void net_to(IPSNet& net, const torch::Device& device);
+
 }  // namespace ips

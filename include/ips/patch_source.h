@@ -23,6 +23,13 @@ struct PatchSource {
     virtual torch::Tensor read(const torch::Tensor& idx) = 0;
     // Patches [start, start + count). Sources that can read contiguous runs faster override this.
     virtual torch::Tensor read_range(int64_t start, int64_t count);
+    // The same patches as read() / read_range(), as stored: uint8 pixels or float16 features, not
+    // yet scaled or normalised. Selection copies these to the compute device chunk by chunk (a
+    // quarter or half the bytes of float32) and finishes them there with stored_to_float().
+    virtual torch::Tensor read_stored(const torch::Tensor& idx) { return read(idx); }
+    virtual torch::Tensor read_range_stored(int64_t start, int64_t count);
+    // Stored patches (on any device) -> what read() returns, on the same device.
+    virtual torch::Tensor stored_to_float(const torch::Tensor& stored) const { return stored; }
     // Where read() returns its tensors.
     virtual torch::Device device() const = 0;
     // A source whose data lives on `device` (itself if it already does, or if it cannot move,

@@ -123,9 +123,16 @@ TEST(FeatureBag, LazySourceReadsRequestedRows) {
             EXPECT_EQ(o[1], bag.coords[n][1].item<int64_t>());
         }
 
+        // Chunks travel as stored: float16 stays float16 until stored_to_float on the compute device.
+        auto stored = src->read_stored(idx);
+        EXPECT_EQ(stored.scalar_type(), dtype);
+        EXPECT_TRUE(torch::equal(src->stored_to_float(stored), got));
+        EXPECT_TRUE(torch::equal(src->stored_to_float(src->read_range_stored(1000, 100)), all.narrow(0, 1000, 100)));
+
         auto eager = src->to(torch::kCPU);
         EXPECT_EQ(eager->size(), 3000);
         EXPECT_TRUE(torch::equal(eager->read(idx), got));
+        EXPECT_EQ(eager->read_stored(idx).scalar_type(), dtype);  // an eager bag keeps its 16 bits
     }
 }
 

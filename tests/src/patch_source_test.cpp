@@ -36,6 +36,28 @@ TEST(PatchSource, ImagePatchesEqualCropsOfTheImage) {
     EXPECT_THROW(src->read(torch::tensor({src->size()}, torch::kLong)), std::out_of_range);
 }
 
+// Selection copies patches as stored and finishes them on the compute device: for every kind of
+// source, stored_to_float(read_stored) must be read(), and read_range_stored must match read_range.
+TEST(PatchSource, StoredReadsFinishToTheSamePatches) {
+    auto image = torch::randint(0, 256, {3, 40, 60}, torch::kUInt8);
+    std::vector<std::pair<std::string, PatchSourcePtr>> sources = {
+        {"uint8 tensor", tensor_source_make(torch::randint(0, 256, {30, 1, 5, 5}, torch::kUInt8))},
+        {"float16 tensor", tensor_source_make(torch::randn({30, 9}).to(torch::kHalf))},
+        {"float32 tensor", tensor_source_make(torch::randn({30, 9}))},
+        {"image grid, ImageNet normalisation",
+         image_grid_source_make(image, {10, 10}, {10, 10}, normalization_from_name("imagenet"))},
+        {"image grid, overlapping", image_grid_source_make(image, {16, 16}, {8, 8})},
+    };
+    for (auto& [name, src] : sources) {
+        auto idx = torch::tensor({int64_t{3}, int64_t{0}, int64_t{17}, int64_t{3}}, torch::kLong);
+        auto stored = src->read_stored(idx);
+        EXPECT_NE(stored.scalar_type(), name.find("float32") == std::string::npos ? torch::kFloat32 : torch::kHalf)
+            << name << ": stored patches should keep their compact dtype";
+        EXPECT_TRUE(torch::equal(src->stored_to_float(stored), src->read(idx))) << name;
+        EXPECT_TRUE(torch::equal(src->stored_to_float(src->read_range_stored(4, 6)), src->read_range(4, 6))) << name;
+    }
+}
+
 TEST(PatchSource, NormalisationAndMovingKeepValues) {
     auto image = torch::full({3, 8, 8}, 255, torch::kUInt8);
     auto src = image_grid_source_make(image, {4, 4}, {4, 4}, normalization_from_name("imagenet"));
