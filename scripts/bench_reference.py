@@ -152,12 +152,13 @@ def main():
         patches = patches.to(device)
     elif device.type == "cuda" and getattr(conf, "pin_memory", False):
         patches = patches.pin_memory()
-    labels = {}
+    labels = {}  # the layouts of the reference's init_batch
     for t in conf.tasks.values():
-        if t["act_fn"] == "softmax":
-            labels[t["name"]] = torch.randint(0, conf.n_class, (B_seq,), generator=g)
-        else:
+        if t["metric"] == "multilabel_accuracy":
             labels[t["name"]] = torch.randint(0, 2, (B_seq, conf.n_class), generator=g).float()
+        else:
+            labels[t["name"]] = torch.randint(0, max(2, conf.n_class) if t["act_fn"] == "sigmoid" else conf.n_class,
+                                              (B_seq,), generator=g)
     data = dict(labels, input=patches)
 
     def autocast():

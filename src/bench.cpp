@@ -49,7 +49,12 @@ std::vector<Example> bench_examples(const Config& cfg, const BenchOptions& opt) 
     if (!cfg.is_image) {
         if (opt.bag_dtype != "float16" && opt.bag_dtype != "float32")
             throw std::invalid_argument("bench --bag-dtype must be float16 or float32, got '" + opt.bag_dtype + "'");
-        bag = torch::randn({cfg.N, cfg.n_chan_in}).to(opt.bag_dtype == "float16" ? torch::kHalf : torch::kFloat32);
+        // Filled in blocks: a float32 temporary of the whole bag would be counted in peak memory.
+        bag = torch::empty({cfg.N, cfg.n_chan_in}, opt.bag_dtype == "float16" ? torch::kHalf : torch::kFloat32);
+        for (int64_t start = 0; start < cfg.N; start += 8192) {
+            const int64_t n = std::min<int64_t>(8192, cfg.N - start);
+            bag.narrow(0, start, n).copy_(torch::randn({n, cfg.n_chan_in}));
+        }
         // Lazy on a GPU: the bag stays in page-locked host memory so chunks copy asynchronously.
         if (!cfg.eager && opt.device.is_cuda()) bag = bag.pin_memory();
     }

@@ -41,7 +41,7 @@ torch::Tensor chunk_embed(IPSNet& net, const std::vector<PatchSource*>& sources,
         idx.push_back(ids);
     }
     auto flat = patches.size() == 1 ? patches[0] : torch::cat(patches, 0);  // [b * k, ...]
-    *chunk_idx = torch::stack(idx).to(device);
+    *chunk_idx = torch::stack(idx).to(device, /*non_blocking=*/true);  // no stream sync per chunk
     return net->embed(flat).view({static_cast<int64_t>(sources.size()), end - start, net->D});
 }
 
@@ -125,7 +125,7 @@ torch::Tensor patches_gather(const std::vector<PatchSource*>& sources, const Sel
     std::vector<torch::Tensor> rows;
     for (size_t b = 0; b < sources.size(); ++b) {
         auto keep = idx_cpu[b].index({valid_cpu[b]});
-        auto p = sources[b]->read(keep).to(device);  // [v, ...]
+        auto p = sources[b]->stored_to_float(sources[b]->read_stored(keep).to(device, /*non_blocking=*/true));  // [v, ...]
         if (p.size(0) < M) {
             std::vector<int64_t> pad_shape = p.sizes().vec();
             pad_shape[0] = M - p.size(0);

@@ -77,6 +77,9 @@ TEST(Config, ErrorsNameTheKey) {
               std::string::npos);
     EXPECT_NE(expect_config_error(with_base("shuffle_style: sideways")).find("'shuffle_style'"), std::string::npos);
     EXPECT_NE(expect_config_error(with_base("use_pos: maybe")).find("'use_pos'"), std::string::npos);
+    EXPECT_NE(expect_config_error(with_base("precision: fp16")).find("'precision'"), std::string::npos);
+    EXPECT_NE(expect_config_error(with_base("channels_last: sometimes")).find("'channels_last'"), std::string::npos);
+    EXPECT_NE(expect_config_error(with_base("cudnn_benchmark: 3")).find("'cudnn_benchmark'"), std::string::npos);
     EXPECT_NE(expect_config_error(with_base("img_size: [1500, 1500]\nN: 901")).find("'N'"), std::string::npos);
     EXPECT_NE(expect_config_error(with_base(""), {"nothing_here=1"}).find("'nothing_here'"), std::string::npos);
     EXPECT_NE(expect_config_error("tasks: {t: {id: 3, name: a, act_fn: softmax, metric: accuracy}}")
