@@ -17,6 +17,10 @@ namespace ips {
 torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
                                         int n_res_blocks, int64_t* out_dim, int64_t width = 64);
 
+// The trunk's eval-mode function with each BatchNorm folded into its convolution (no gradients).
+// x: [n, C, H, W] -> [n, out_dim], equal to trunk->forward(x) in eval mode up to rounding.
+torch::Tensor resnet_trunk_forward_folded(torch::nn::Sequential trunk, const torch::Tensor& x);
+
 // LayerNorm(F, no affine) -> Linear(F, D) -> BatchNorm1d(D) -> ReLU. Input [n, F], output [n, D].
 torch::nn::Sequential projector_make(int64_t n_features, int64_t D);
 

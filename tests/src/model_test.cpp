@@ -94,3 +94,30 @@ TEST(Model, PaddingRowsAreMaskedOutOfAttention) {
     EXPECT_EQ(attn_pad.sizes(), (std::vector<int64_t>{1, 2, 2, 8}));
     EXPECT_EQ(attn_pad.index({torch::indexing::Ellipsis, torch::indexing::Slice(6, 8)}).abs().sum().item<float>(), 0.f);
 }
+
+// Selection and inference run the trunk with BatchNorm folded into the convolutions: the same
+// function as the module's eval-mode forward, for BasicBlock and Bottleneck trunks alike.
+TEST(Model, FoldedTrunkEqualsEvalForward) {
+    for (auto [type, blocks, chan] : {std::tuple<const char*, int, int64_t>{"resnet18", 2, 1},
+                                      {"resnet18", 4, 3}, {"resnet50", 4, 3}}) {
+        torch::manual_seed(7);
+        int64_t dim = 0;
+        auto trunk = resnet_trunk_make(type, chan, blocks, &dim, 16);
+        torch::NoGradGuard no_grad;
+        for (auto& b : trunk->named_buffers()) {  // statistics that matter, as after training
+            if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.5, 0.5);
+            if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 2.0);
+        }
+        for (auto& p : trunk->named_parameters())
+            if (p.key().find("bn") != std::string::npos || p.key().find("downsample.1") != std::string::npos)
+                p.value().uniform_(0.5, 1.5);
+        trunk->eval();
+        auto x = torch::rand({4, chan, 40, 40});
+        auto want = trunk->forward(x);
+        auto got = resnet_trunk_forward_folded(trunk, x);
+        ASSERT_EQ(got.sizes(), want.sizes()) << type;
+        // Relative to the output's scale: 16 blocks of random statistics grow activations to ~1e2.
+        const double rel = (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+        EXPECT_LT(rel, 1e-5) << type << " " << blocks << " blocks";
+    }
+}
