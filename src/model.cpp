@@ -103,8 +103,8 @@ void resnet_init(nn::Module& m) {
 
 // Inference path of the trunk with every eval-mode BatchNorm folded into the convolution before it:
 // conv(x, W·s) + (β − μ·s), s = γ / sqrt(σ² + ε). The same function with one pass over each
-// activation instead of two; BatchNorm in eval mode was 40 % of the trunk's CPU time (measured on
-// the Megapixel MNIST selection, channels-last fp32). Used only without gradients in eval mode.
+// activation instead of two (with the in-place ReLU below: Megapixel MNIST selection + forward of
+// B = 2 on 2 cores 900 -> 684 ms, docs/BENCHMARKS.md). Used only without gradients in eval mode.
 torch::Tensor conv_bn_folded(const torch::Tensor& x, const nn::Conv2d& conv, const nn::BatchNorm2d& bn) {
     auto scale = bn->weight / torch::sqrt(bn->running_var + bn->options.eps());  // [C_out]
     auto w = conv->weight * scale.view({-1, 1, 1, 1});
@@ -116,7 +116,8 @@ torch::Tensor conv_bn_folded(const torch::Tensor& x, const nn::Conv2d& conv, con
 }
 
 torch::Tensor downsample_folded(const nn::Sequential& ds, const torch::Tensor& x) {
-    return conv_bn_folded(x, nn::Conv2d(std::dynamic_pointer_cast<nn::Conv2dImpl>(ds->ptr(0))), nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(ds->ptr(1))));
+    return conv_bn_folded(x, nn::Conv2d(std::dynamic_pointer_cast<nn::Conv2dImpl>(ds->ptr(0))),
+                          nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(ds->ptr(1))));
 }
 
 // In place where possible: each elementwise pass over a fresh buffer costs about as much as a
