@@ -82,8 +82,6 @@ def measure(args, impl, cfg_name, mode, sets, iters, warmup):
             cmd += ["--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
         if impl == "ips-bf16":
             cmd += ["--set", "precision=bf16"]
-        if impl == "ips-fp32":
-            cmd += ["--set", "precision=fp32"]
         return run(cmd)
     cmd = [args.python, os.path.join("scripts", "bench_reference.py"), "--ref", args.ref, "--config", cfg_name,
            "--mode", mode, "--device", args.device] + common
