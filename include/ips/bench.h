@@ -1,21 +1,47 @@
-// Timing of full training steps or inference on synthetic inputs of a config's shapes.
+// Timing of the training step or the inference step on synthetic inputs of a config's shapes.
+// Each timed iteration is one call of train_step or infer_step (step.h): what `ips train` runs.
 #pragma once
-
-#include "ips/config.h"
 
 #include <torch/torch.h>
 
+#include <memory>
+#include <random>
+
+#include "ips/config.h"
+#include "ips/step.h"
+
 namespace ips {
 
+enum class BenchMode { train, eval };
+
 struct BenchOptions {
-    std::string mode = "train";  // train | eval
+    BenchMode mode = BenchMode::train;
     int iters = 5;
     int warmup = 2;
     torch::Device device = torch::kCPU;
     // Feature bags: how the synthetic bag is stored. float16 is what `ips features` writes; the
     // reference's loader hands out float32.
-    std::string bag_dtype = "float16";
+    torch::ScalarType bag_dtype = torch::kHalf;
 };
+
+// What the timed iterations work on: B synthetic examples, the net on the device, its optimizer
+// and schedule position, the selection's random generator.
+struct BenchSession {
+    Config cfg;
+    BenchOptions opt;
+    std::vector<Example> examples;
+    IPSNet net{nullptr};
+    std::unique_ptr<torch::optim::AdamW> optimizer;
+    StepCounter counter;
+    std::mt19937_64 rng;
+};
+
+// B examples of the configured shapes (uint8 patches [N, C, P_h, P_w], or one shared bag [N, F]
+// of opt.bag_dtype) with random targets, and a net built from cfg.seed on opt.device.
+// Throws ConfigError naming 'N' when the config gives no number of patches.
+BenchSession bench_session_make(const Config& cfg, const BenchOptions& opt);
+// One iteration: train_step (returns its loss) or infer_step (returns NaN), device synchronised.
+double bench_iteration(BenchSession& session);
 
 struct BenchResult {
     double ms_per_batch = 0;  // median
@@ -24,7 +50,7 @@ struct BenchResult {
     std::string device, mode, peak_mem_kind;
     int64_t B = 0, B_seq = 0, N = 0, M = 0, I = 0;
     bool eager = true;
-    std::string precision, bag_dtype;
+    std::string precision, input_dtype;
     std::vector<double> ms_all;
 };
 

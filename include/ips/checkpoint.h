@@ -29,6 +29,11 @@ CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net,
 // mis-shaped keys are reported by name with the file.
 void weights_load(const std::string& path, IPSNet& net);
 
+// The initial weights the model options ask for: the trunk from `encoder_weights` (a torchvision
+// ResNet file). With `pretrained` set and no file, warns that the trunk starts from random weights:
+// nothing is downloaded here.
+void initial_weights_apply(IPSNet& net);
+
 // Reads only the meta data (to rebuild the config before building the net).
 CheckpointMeta checkpoint_meta(const std::string& path);
 

@@ -1,5 +1,8 @@
-// Run configuration: the reference implementation's YAML keys plus ours.
-// A reference config file loads unchanged; keys it has that mean nothing here are reported once.
+// Run configuration: the reference implementation's YAML keys plus ours, parsed once into one
+// typed options struct per layer (libtorch's XxxOptions style). A reference config file loads
+// unchanged; keys it has that mean nothing here are reported once. Each layer takes only its own
+// struct: the model ModelOptions, selection SelectOptions, the backend switches ComputeOptions, the
+// optimiser TrainOptions; data sets and the step, which join the layers, take the whole Config.
 #pragma once
 
 #include <array>
@@ -19,6 +22,18 @@ enum class ActFn { softmax, sigmoid };
 enum class Metric { accuracy, multilabel_accuracy, auc };
 const char* metric_name(Metric m);  // as written in configs and metrics files
 
+enum class EncoderType { resnet18, resnet34, resnet50 };
+const char* encoder_type_name(EncoderType e);
+
+// `precision` key: what the encoder computes in (precision.h resolves `automatic` per device).
+enum class PrecisionChoice { automatic, fp32, tf32, bf16 };
+// `channels_last` key: auto | true | false.
+enum class Toggle { automatic, on, off };
+// `normalize` key: per-channel normalisation after scaling 8-bit pixels to [0, 1].
+enum class Normalize { none, imagenet };
+// `shuffle_style` key: one patch permutation shared by the images of a selection call, or one each.
+enum class ShuffleStyle { batch, instance };
+
 struct Task {
     int id = 0;            // which query token feeds this task's head
     std::string name;
@@ -26,56 +41,16 @@ struct Task {
     Metric metric = Metric::accuracy;
 };
 
-struct Config {
-    // optimisation
-    int n_epoch = 150;
-    int B = 16;
-    int B_seq = 16;          // images per selection call: B = eager, 1 = eager sequential
-    int n_epoch_warmup = 10;
-    double lr = 1e-3;
-    double wd = 0.1;
-    // data
-    int n_class = 10;
-    std::string data_dir;
-    std::string train_fname;
-    std::string test_fname;
-    bool eager = true;       // false = lazy: patch sources stay in host memory / on disk
-    std::string dataset = "synthetic";  // which loader reads data_dir (see dataset.h)
-    std::string normalize = "none";     // none | imagenet
-    int n_train = 64;        // size of generated data sets (synthetic)
-    int n_test = 32;
-    std::array<int64_t, 2> img_size{0, 0};  // H, W of image data; 0 = derive from N and the grid
-    // slides and large images read region by region (csv data sets, ips tiles / features)
-    int slide_level = 0;       // pyramid level the patches are cut from
-    double slide_mpp = 0;      // or: the coarsest level no coarser than this (µm per pixel; 0 = use slide_level)
-    bool tissue = false;       // keep only tiles with tissue (Otsu on a thumbnail)
-    double tissue_min = 0.01;  // a tile is tissue when at least this fraction of it is
-    // misc
-    double eps = 1e-6;
-    int64_t seed = 0;
-    // encoder
-    bool is_image = true;
-    std::string enc_type = "resnet18";  // resnet18 | resnet50
+// The network: patch encoder, cross-attention aggregator, one head per task (SPEC §1.2, §1.3).
+struct ModelOptions {
+    bool is_image = true;               // false: pre-extracted features through the projector
+    EncoderType enc_type = EncoderType::resnet18;
     bool pretrained = false;
     std::string encoder_weights;        // torchvision state dict to initialise the trunk from
-    int n_chan_in = 1;
+    int n_chan_in = 1;                  // image channels, or the feature size F of bags
     int n_res_blocks = 2;               // 2 or 4
     int encoder_width = 64;             // channels of the first ResNet stage (torchvision: 64)
-    // speed (precision.h): "auto" is fast on CUDA (bf16 encoder, channels-last, TF32) and exact on CPU
-    std::string precision = "auto";     // auto | fp32 | tf32 | bf16
-    std::string channels_last = "auto"; // auto | true | false
-    bool cudnn_benchmark = true;        // cuDNN autotuning: shapes repeat every batch
-    // selection
-    bool shuffle = true;
-    std::string shuffle_style = "batch";  // batch | instance
-    bool shuffle_eval = false;            // the reference also shuffles at evaluation; we don't by default
     int n_token = 1;
-    int64_t N = 0;
-    int64_t M = 100;
-    int64_t I = 100;
-    std::array<int64_t, 2> patch_size{50, 50};
-    std::array<int64_t, 2> patch_stride{50, 50};
-    // aggregator
     bool use_pos = false;
     int H = 8;
     int D = 128;
@@ -84,7 +59,64 @@ struct Config {
     int D_inner = 512;
     double attn_dropout = 0.1;
     double dropout = 0.1;
+    int n_class = 10;
     std::vector<Task> tasks;
+};
+
+// Backend switches of the encoder (precision.h): "automatic" is fast on CUDA and exact on CPU.
+struct ComputeOptions {
+    PrecisionChoice precision = PrecisionChoice::automatic;
+    Toggle channels_last = Toggle::automatic;
+    bool cudnn_benchmark = true;  // cuDNN autotuning: shapes repeat every batch
+};
+
+// Iterative patch selection (SPEC §1.1).
+struct SelectOptions {
+    int64_t M = 100;
+    int64_t I = 100;
+    bool shuffle = true;
+    ShuffleStyle shuffle_style = ShuffleStyle::batch;
+    bool shuffle_eval = false;  // the reference also shuffles at evaluation; we don't by default
+};
+
+// Where examples come from and how an image becomes a grid of patches.
+struct DataOptions {
+    std::string dataset = "synthetic";  // a name in dataset_table() (dataset.h)
+    std::string data_dir;
+    std::string train_fname;
+    std::string test_fname;
+    bool eager = true;       // false = lazy: patch sources stay in host memory / on disk
+    Normalize normalize = Normalize::none;
+    int n_train = 64;        // size of generated data sets (synthetic)
+    int n_test = 32;
+    int64_t N = 0;
+    std::array<int64_t, 2> patch_size{50, 50};
+    std::array<int64_t, 2> patch_stride{50, 50};
+    std::array<int64_t, 2> img_size{0, 0};  // H, W of image data; 0 = derive from N and the grid
+    int slide_level = 0;       // pyramid level the patches are cut from
+    double slide_mpp = 0;      // or: the coarsest level no coarser than this (µm per pixel; 0 = use slide_level)
+    bool tissue = false;       // keep only tiles with tissue (Otsu on a thumbnail)
+    double tissue_min = 0.01;  // a tile is tissue when at least this fraction of it is
+};
+
+// The optimiser and its schedule (SPEC §1.4).
+struct TrainOptions {
+    int n_epoch = 150;
+    int B = 16;
+    int B_seq = 16;          // images per selection call: B = eager, 1 = eager sequential
+    int n_epoch_warmup = 10;
+    double lr = 1e-3;
+    double wd = 0.1;
+    double eps = 1e-6;       // log(p + eps) in the softmax tasks' loss
+};
+
+struct Config {
+    ModelOptions model;
+    ComputeOptions compute;
+    SelectOptions select;
+    DataOptions data;
+    TrainOptions train;
+    int64_t seed = 0;
 };
 
 // Loads a YAML file; `overrides` are "key=value" strings (value in YAML syntax) applied on top.
@@ -101,6 +133,9 @@ void config_validate(const Config& cfg);
 std::string config_to_yaml(const Config& cfg);
 
 // Image height/width implied by the grid when img_size is unset: a square grid of N patches.
-std::array<int64_t, 2> config_image_size(const Config& cfg);
+std::array<int64_t, 2> config_image_size(const DataOptions& data);
+
+// Output size of the configured encoder: the trunk's embedding size, or D for the projector.
+int64_t encoder_dim(const ModelOptions& model);
 
 }  // namespace ips

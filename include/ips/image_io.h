@@ -20,6 +20,10 @@ torch::Tensor image_read(const std::string& path, int64_t channels);
 // Resize on tensors), rounded; returned unchanged when it already has that size.
 torch::Tensor image_resize(const torch::Tensor& image, int64_t H, int64_t W);
 
+// ITU-R 601 luma of RGB values [3, ...] (any float dtype, any scale) -> [...]: the grey that
+// torchvision's colour transforms and our slide tiles use.
+torch::Tensor luma(const torch::Tensor& rgb);
+
 // Writes [C, H, W] uint8 (C = 1 or 3) as a PNG, atomically. Throws naming the file.
 void png_write(const std::string& path, const torch::Tensor& image, int compression = 6);
 

@@ -1,5 +1,5 @@
-// Megapixel MNIST (SPEC §2.1): a generator that writes the data set to disk, and a Dataset that
-// reads it back one image at a time.
+// Megapixel MNIST (SPEC §2.1): the generator that writes the data set to disk
+// (megapixel_mnist_dataset.h reads it back one image at a time).
 //
 // On disk (OUT = MegapixelMnistOptions::out):
 //   OUT/meta.json              width, height, counts, seed, noise count, digit source
@@ -15,8 +15,6 @@
 #include <string>
 #include <vector>
 
-#include "ips/config.h"
-#include "ips/dataset.h"
 #include "ips/mnist.h"
 
 namespace ips {
@@ -80,10 +78,5 @@ void megapixel_mnist_generate(const MegapixelMnistOptions& opt, const DigitSet& 
 std::vector<MegapixelMnistRecord> megapixel_mnist_labels_read(const std::string& path);
 void megapixel_mnist_labels_write(const std::string& path, const std::vector<MegapixelMnistRecord>& records);
 
-// The generated data set in cfg.data_dir/<split>/ (labels.csv + PNGs); images are decoded on get().
-// Targets follow cfg.tasks by task name: majority | max | top (int64 scalar), multi (float [10]).
-// Throws ConfigError naming `N` when the image's patch grid does not have cfg.N patches, and naming
-// `tasks`, `n_class` or `n_chan_in` when those do not fit the data.
-DatasetPtr megapixel_mnist_dataset_make(const Config& cfg, const std::string& split);
 
 }  // namespace ips

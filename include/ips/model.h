@@ -7,14 +7,15 @@
 #include <torch/torch.h>
 
 #include "ips/config.h"
+#include "ips/precision.h"
 
 namespace ips {
 
 // ResNet trunk in torchvision layout as a numbered Sequential:
 // 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4 layer1, 5 layer2, [6 layer3, 7 layer4], avgpool, flatten.
-// enc_type: "resnet18" | "resnet34" | "resnet50"; width: channels of the first stage (64 in
+// width: channels of the first stage (64 in
 // torchvision; narrower trunks are cheaper on CPUs). Output: [n, out_dim].
-torch::nn::Sequential resnet_trunk_make(const std::string& enc_type, int64_t n_chan_in,
+torch::nn::Sequential resnet_trunk_make(EncoderType enc_type, int64_t n_chan_in,
                                         int n_res_blocks, int64_t* out_dim, int64_t width = 64);
 
 // The trunk's eval-mode function with each BatchNorm folded into its convolution (no gradients).
@@ -70,7 +71,8 @@ struct TransformerImpl : torch::nn::Module {
 TORCH_MODULE(Transformer);
 
 struct IPSNetImpl : torch::nn::Module {
-    explicit IPSNetImpl(const Config& cfg);
+    // The compute options are resolved for the CPU here and again for the device by net_to.
+    explicit IPSNetImpl(const ModelOptions& opt, const ComputeOptions& compute = {});
 
     // patches: [n, C, P, P] (images) or [n, F] (features) -> [n, D]
     torch::Tensor embed(const torch::Tensor& patches);
@@ -84,7 +86,10 @@ struct IPSNetImpl : torch::nn::Module {
     // Probabilities from logits: softmax or sigmoid per task. Each [B, n_class].
     std::vector<torch::Tensor> probabilities(const std::vector<torch::Tensor>& logits) const;
 
-    Config cfg;
+    ModelOptions opt;
+    ComputeOptions compute;
+    Precision precision = Precision::fp32;  // resolved for the device the net is on
+    bool channels_last = false;
     int64_t D;
     torch::nn::Sequential encoder{nullptr};
     Transformer transf{nullptr};
@@ -95,8 +100,11 @@ TORCH_MODULE(IPSNet);
 
 int64_t parameter_count(torch::nn::Module& module);
 
-// Moves the net to `device` and applies its config's speed settings there: backend switches
-// (TF32, cuDNN autotuning) and channels-last convolution weights (precision.h).
+// Seeds libtorch's generator with `seed` and builds the net: the same seed, the same weights.
+IPSNet net_make(const ModelOptions& opt, const ComputeOptions& compute, int64_t seed);
+
+// Moves the net to `device` and applies its compute options there: backend switches (TF32,
+// cuDNN autotuning), the encoder's precision and channels-last convolution weights (precision.h).
 void net_to(IPSNet& net, const torch::Device& device);
 
 }  // namespace ips

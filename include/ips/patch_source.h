@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "ips/config.h"
+
 namespace ips {
 
 struct PatchSource {
@@ -37,7 +39,7 @@ struct PatchSource {
     virtual std::shared_ptr<PatchSource> to(const torch::Device& device) = 0;
     // Grid geometry, for heat maps: number of grid columns and the patch's top-left in pixels.
     virtual int64_t grid_cols() const { return 1; }
-    virtual std::array<int64_t, 2> patch_origin(int64_t n) const { return {0, 0}; }
+    virtual std::array<int64_t, 2> patch_origin(int64_t /*n*/) const { return {0, 0}; }
 };
 using PatchSourcePtr = std::shared_ptr<PatchSource>;
 
@@ -48,13 +50,22 @@ PatchSourcePtr tensor_source_make(torch::Tensor data);
 struct Normalization {
     std::vector<float> mean, std;  // empty = none
 };
-Normalization normalization_from_name(const std::string& name);  // "none" | "imagenet"
+Normalization normalization_of(Normalize n);
 
 // A whole image tensor [C, H, W] (uint8 or float) cut into a grid of patches on demand:
 // patch (P_h, P_w), stride (S_h, S_w); overlapping strides allowed. Patches that would cross the
 // border are not part of the grid: n_rows = (H - P_h) / S_h + 1.
 PatchSourcePtr image_grid_source_make(torch::Tensor image, std::array<int64_t, 2> patch,
                                       std::array<int64_t, 2> stride, Normalization norm = {});
+
+// The image cut by the data options' grid (patch_size, patch_stride) and normalised as they say.
+PatchSourcePtr image_source_make(torch::Tensor image, const DataOptions& data);
+
+// Patches as read() gives them, but read as stored and converted on `device`: the copy moves the
+// stored bytes (uint8, float16), a quarter or half of float32. idx: [K] -> [K, ...patch_shape].
+torch::Tensor source_read_on(PatchSource& source, const torch::Tensor& idx, const torch::Device& device);
+// The same for the run of patches [start, start + count).
+torch::Tensor source_range_on(PatchSource& source, int64_t start, int64_t count, const torch::Device& device);
 
 // Grid size for an image: {n_rows, n_cols}. Throws std::invalid_argument if the patch exceeds the image.
 std::array<int64_t, 2> grid_shape(int64_t H, int64_t W, std::array<int64_t, 2> patch,

@@ -19,13 +19,13 @@ const char* precision_name(Precision p);
 // "auto": bf16 on CUDA devices that compute in bf16 natively (compute capability >= 8.0), fp32
 // elsewhere. CPUs stay exact by default: bf16 is fast only on CPUs with bf16 instructions
 // (cpu_has_native_bf16) and emulated, slower, on the rest; set precision: bf16 there.
-Precision precision_resolve(const std::string& name, const torch::Device& device);
+Precision precision_resolve(PrecisionChoice choice, const torch::Device& device);
 bool cpu_has_native_bf16();
 
 // "auto": channels-last everywhere. cuDNN's tensor-core convolutions want NHWC; on CPU libtorch's
 // NCHW max-pool is the slow part of the trunk (measured: 24 of 80 ms of a 200-patch bf16 chunk),
 // and the whole Megapixel MNIST trunk runs 1.65x faster in fp32 (docs/BENCHMARKS.md).
-bool channels_last_resolve(const std::string& name, const torch::Device& device);
+bool channels_last_resolve(Toggle choice, const torch::Device& device);
 
 // Autocast of the enclosed region to bf16 on the device's type; does nothing for fp32 / tf32.
 // Clears libtorch's cast-weight cache on leaving, so weights updated by an optimizer step are
@@ -45,7 +45,7 @@ private:
 };
 
 // Process-wide: TF32 on or off to match the precision, cuDNN autotuning. Only CUDA is affected.
-void backend_configure(const Config& cfg, const torch::Device& device);
+void backend_configure(const ComputeOptions& opt, const torch::Device& device);
 
 // Module weights of rank 4 (convolutions) to channels-last, in place. Gradients and optimizer
 // state created afterwards follow their parameter's layout.

@@ -13,12 +13,9 @@ namespace ips {
 
 enum class Shuffle { none, batch, instance };
 
-struct SelectOptions {
-    int64_t M = 100;
-    int64_t I = 100;
-    Shuffle shuffle = Shuffle::none;
-    torch::Device device = torch::kCPU;  // where encoding and scoring run
-};
+// The patch order selection uses: the configured shuffle in training, none at evaluation unless
+// shuffle_eval asks for it (the reference shuffles at evaluation too).
+Shuffle select_shuffle(const SelectOptions& opt, bool train);
 
 struct Selection {
     torch::Tensor idx;     // [B, M] int64 grid indices, best first; -1 where the image has < M patches
@@ -26,15 +23,14 @@ struct Selection {
     torch::Tensor valid;   // [B, M] bool, false for padding rows (N < M)
 };
 
-// Selects M patches from each source. Sources with equal N are processed in lockstep (one encoder
-// call per chunk for all of them); others one at a time. The net's train/eval mode is restored.
-Selection patches_select(IPSNet& net, const std::vector<PatchSource*>& sources,
-                         const SelectOptions& opt, std::mt19937_64& rng);
+// Selects opt.M patches from each source, encoding and scoring on `device`. Sources with equal N
+// are processed in lockstep (one encoder call per chunk for all of them); others one at a time.
+// The net's train/eval mode is restored.
+Selection patches_select(IPSNet& net, const std::vector<PatchSource*>& sources, const SelectOptions& opt,
+                         bool train, const torch::Device& device, std::mt19937_64& rng);
 
 // Reads the selected patches once: [B, M, ...patch_shape] on `device`, zeros in padding rows.
 torch::Tensor patches_gather(const std::vector<PatchSource*>& sources, const Selection& sel,
                              const torch::Device& device);
-
-Shuffle shuffle_from_config(bool shuffle, const std::string& style);
 
 }  // namespace ips

@@ -65,12 +65,6 @@ struct TileGrid {
 // Every tile of the full grid at `level` (row-major; tiles crossing the border are left out).
 TileGrid tile_grid_full(const Slide& slide, int level, int64_t patch, int64_t stride);
 
-// A patch source reading the grid's tiles on demand: read() returns float32
-// [K, channels, out, out] in [0, 1] then normalised; `out` = 0 keeps the tile size, otherwise tiles
-// are resized (area averaging when shrinking). channels: 3 (RGB) or 1 (grey, ITU-R 601 luma).
-PatchSourcePtr slide_source_make(SlidePtr slide, TileGrid grid, int64_t channels = 3, Normalization norm = {},
-                                 int64_t out = 0);
-
 // Writes a tiled, JPEG-compressed pyramidal BigTIFF of width x height pixels with a repeating
 // stain-like texture and 0.25 µm per pixel: test and benchmark input of any size, written
 // in bounded memory (libvips streams it). Atomic (temporary file, then rename).

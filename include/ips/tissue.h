@@ -32,6 +32,6 @@ torch::Tensor tissue_overlay(const Slide& slide, const TissueMask& tissue, const
 // The grid a config asks for: level from slide_mpp (when set) or slide_level, tiles of
 // patch_size / patch_stride (square) at that level, only tissue tiles when `tissue` is set.
 // Throws naming the file when no tile has tissue.
-TileGrid tile_grid_make(Slide& slide, const Config& cfg);
+TileGrid tile_grid_make(Slide& slide, const DataOptions& data);
 
 }  // namespace ips

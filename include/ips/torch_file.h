@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,26 +51,15 @@ struct StateDictReport {
 // A missing BatchNorm "num_batches_tracked" is not an error: old torchvision files lack it.
 // With `strict`, any missing / unexpected / mismatched key throws std::runtime_error listing them
 // (and `source`, usually the file name), and nothing is copied; without it, what fits is copied.
+// `key_shown`, when given, is how the error message names a key (trunk_load_torchvision shows the
+// torchvision key the user knows); by default keys appear as they are.
+using KeyShown = std::function<std::string(const std::string& key)>;
 StateDictReport state_dict_apply(torch::nn::Module& module, const NamedTensors& sd,
                                  const std::string& prefix_in_module = "", bool strict = true,
-                                 const std::string& source = "");
+                                 const std::string& source = "", const KeyShown& key_shown = {});
 
 // Parameters and buffers in PyTorch's state_dict order: each module's own parameters, then its
 // own buffers, then its children in registration order.
 NamedTensors state_dict_of(torch::nn::Module& module);
-
-// Loads a torchvision ResNet file (conv1, bn1, layer1..layer4, fc) into our numbered trunk
-// (0 conv1, 1 bn1, 4 layer1, 5 layer2, 6 layer3, 7 layer4). fc is ignored, and so are layer3
-// and layer4 when n_res_blocks == 2. Strict otherwise: a mismatch (e.g. a 3-channel conv1 into
-// a 1-channel trunk) throws std::runtime_error naming the torchvision key and both shapes.
-void trunk_load_torchvision(torch::nn::Sequential& trunk, const std::string& path, int n_res_blocks);
-
-// The inverse: writes a trunk built by resnet_trunk_make as a torchvision ResNet state dict
-// (without fc), the format trunk_load_torchvision and the `encoder_weights` key read.
-void trunk_save_torchvision(torch::nn::Sequential& trunk, const std::string& path);
-
-// torchvision key -> trunk key ("layer1.0.conv1.weight" -> "4.0.conv1.weight"); "" for keys the
-// trunk does not hold (fc.*, and layer3/layer4 when n_res_blocks == 2).
-std::string trunk_key_from_torchvision(const std::string& key, int n_res_blocks);
 
 }  // namespace ips

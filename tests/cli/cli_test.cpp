@@ -33,7 +33,7 @@ fs::path temp_dir(const std::string& name) {
 }  // namespace
 
 TEST(Cli, BenchPrintsJson) {
-    CommandResult r = ips_run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --threads 2 --iters 2 --warmup 1 --json");
+    CommandResult r = ips_run("bench " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --threads 2 --iters 2 --warmup 1 --json");
     ASSERT_EQ(r.code, 0) << r.output;
     auto j = nlohmann::json::parse(last_line(r.output));
     for (const char* key : {"ms_per_batch", "img_per_s", "peak_mem_gib", "device", "mode", "B", "N", "M", "I"})
@@ -41,14 +41,14 @@ TEST(Cli, BenchPrintsJson) {
     EXPECT_EQ(j["mode"], "train");
     EXPECT_EQ(j["N"], 16);
     EXPECT_GT(j["ms_per_batch"].get<double>(), 0);
-    CommandResult e = ips_run("bench " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --mode eval --iters 1 --json");
+    CommandResult e = ips_run("bench " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --mode eval --iters 1 --json");
     ASSERT_EQ(e.code, 0) << e.output;
     EXPECT_EQ(nlohmann::json::parse(last_line(e.output))["mode"], "eval");
 }
 
 TEST(Cli, TrainWritesRunFolderAndEvalReproducesIt) {
     fs::path out = temp_dir("train");
-    CommandResult t = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet --out " + out.string());
+    CommandResult t = ips_run("train " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --quiet --out " + out.string());
     ASSERT_EQ(t.code, 0) << t.output;
     for (const char* f : {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"}) EXPECT_TRUE(fs::exists(out / f)) << f;
     std::ifstream m(out / "metrics.jsonl");
@@ -70,7 +70,7 @@ TEST(Cli, TrainWritesRunFolderAndEvalReproducesIt) {
 }
 
 TEST(Cli, BadInputsFailWithMessagesNamingTheProblem) {
-    const std::string cfg = kDir + "/tests/data/tiny_synthetic.yaml";
+    const std::string cfg = kDir + "/tests/fixtures/tiny_synthetic.yaml";
     CommandResult unknown = ips_run("bench " + cfg + " --set no_such_key=1");
     EXPECT_NE(unknown.code, 0);
     EXPECT_NE(unknown.output.find("'no_such_key'"), std::string::npos) << unknown.output;

@@ -113,7 +113,7 @@ TEST(Parity, OurCheckpointLoadsInPyTorchAndComesBack) {
     TempDir dir("ips_parity_ckpt");
     std::vector<std::string> ignored;
     ips::Config cfg = ips::config_load(config_path("megapixel_mnist.yaml"), {}, &ignored);
-    ips::IPSNet net = ips::net_make(cfg);
+    ips::IPSNet net = ips::net_make(cfg.model, cfg.compute, cfg.seed);
     // One optimizer step so the checkpoint carries real optimizer state beside the model.
     torch::optim::AdamW opt(net->parameters(), torch::optim::AdamWOptions(1e-3));
     for (auto& p : net->parameters()) p.mutable_grad() = torch::ones_like(p);
@@ -130,7 +130,7 @@ TEST(Parity, OurCheckpointLoadsInPyTorchAndComesBack) {
 
     // Python's torch.save of what load_state_dict took comes back equal, buffers included.
     cfg.seed += 1;
-    ips::IPSNet back = ips::net_make(cfg);
+    ips::IPSNet back = ips::net_make(cfg.model, cfg.compute, cfg.seed);
     ips::weights_load(dir / "resaved.pth", back);
     const auto a = ips::state_dict_of(*net), b = ips::state_dict_of(*back);
     ASSERT_EQ(a.size(), b.size());
@@ -159,10 +159,10 @@ TEST(Parity, WrongArchitectureWeightsAreNamed) {
 
 TEST(Parity, TrainStartsFromTheGivenWeights) {
     TempDir dir("ips_parity_train");
-    const std::string cfg_path = std::string(IPS_SOURCE_DIR) + "/tests/data/tiny_synthetic.yaml";
+    const std::string cfg_path = std::string(IPS_SOURCE_DIR) + "/tests/fixtures/tiny_synthetic.yaml";
     std::vector<std::string> ignored;
     ips::Config cfg = ips::config_load(cfg_path, {"seed=123"}, &ignored);
-    ips::IPSNet start = ips::net_make(cfg);
+    ips::IPSNet start = ips::net_make(cfg.model, cfg.compute, cfg.seed);
     ips::torch_file_write(dir / "start.pth", ips::state_dict_of(*start));
 
     // A vanishing lr leaves the parameters where they started, so last.pt shows what training began from.
@@ -170,7 +170,7 @@ TEST(Parity, TrainStartsFromTheGivenWeights) {
                                 " --out " + (dir / "run"));
     ASSERT_EQ(r.code, 0) << r.output;
     cfg.seed = 0;
-    ips::IPSNet trained = ips::net_make(cfg);
+    ips::IPSNet trained = ips::net_make(cfg.model, cfg.compute, cfg.seed);
     ips::weights_load(dir / "run/last.pt", trained);
     for (const auto& p : start->named_parameters())
         EXPECT_TRUE(torch::allclose(p.value(), trained->named_parameters()[p.key()], 0, 1e-20)) << p.key();

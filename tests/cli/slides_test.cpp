@@ -61,7 +61,7 @@ TEST(Slides, FeaturesThenTrainingOnBagsLazyAndEagerSequential) {
     ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
     TempDir dir("ips_features");
     const std::string out = dir / "bags";
-    auto f = ips_run("features " + kDir + "/tests/data/features_tiny.yaml " + svs_path() + " --out " + out +
+    auto f = ips_run("features " + kDir + "/tests/fixtures/features_tiny.yaml " + svs_path() + " --out " + out +
                      " --device cpu --threads 2 --dtype float16");
     ASSERT_EQ(f.code, 0) << f.output;
     const std::string h5 = out + "/CMU-1-Small-Region.h5";
@@ -77,7 +77,7 @@ TEST(Slides, FeaturesThenTrainingOnBagsLazyAndEagerSequential) {
     EXPECT_NE(refused.code, 0);
     EXPECT_NE(refused.output.find("encoder_weights"), std::string::npos) << refused.output;
     // Resumable: a second run skips the finished slide.
-    auto again = ips_run("features " + kDir + "/tests/data/features_tiny.yaml " + svs_path() + " --out " + out + " --device cpu");
+    auto again = ips_run("features " + kDir + "/tests/fixtures/features_tiny.yaml " + svs_path() + " --out " + out + " --device cpu");
     ASSERT_EQ(again.code, 0) << again.output;
     EXPECT_NE(again.output.find("already done"), std::string::npos) << again.output;
 
@@ -101,7 +101,7 @@ TEST(Slides, FeaturesThenTrainingOnBagsLazyAndEagerSequential) {
     test.close();
     for (const char* mode : {"--set eager=false --set B_seq=4", "--set eager=true --set B_seq=1"}) {
         const std::string run = dir / (std::string("run") + mode[13]);
-        auto t = ips_run("train " + kDir + "/tests/data/bags_tiny.yaml --device cpu --threads 2 --quiet --set data_dir=" +
+        auto t = ips_run("train " + kDir + "/tests/fixtures/bags_tiny.yaml --device cpu --threads 2 --quiet --set data_dir=" +
                          dir.path.string() + " " + mode + " --out " + run);
         ASSERT_EQ(t.code, 0) << mode << "\n" << t.output;
         EXPECT_NE(t.output.find("missing.h5"), std::string::npos) << t.output;
@@ -128,16 +128,16 @@ TEST(Slides, CsvOfImagesTrainsAndBadRowsAreNamed) {
     std::ofstream(dir / "test.csv") << "path,kind,tags\nimg1.tif,1,1\n";
     const std::string sets = " --set dataset=csv --set data_dir=" + dir.path.string() +
                              " --set n_chan_in=3 --set N=0 --set img_size=[0,0]";
-    auto t = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet --set n_epoch=1" + sets +
+    auto t = ips_run("train " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --quiet --set n_epoch=1" + sets +
                      " --set patch_size=[64,64] --set patch_stride=[64,64] --set M=4 --set I=4 --out " + (dir / "run"));
     EXPECT_EQ(t.code, 0) << t.output;
     // A row without its label, an empty path: named with file and line.
     std::ofstream(dir / "train.csv") << "path,kind,tags\nimg0.tif,1\n";
-    auto bad = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
+    auto bad = ips_run("train " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
     EXPECT_NE(bad.code, 0);
     EXPECT_NE(bad.output.find("train.csv:2"), std::string::npos) << bad.output;
     std::ofstream(dir / "train.csv") << "path,kind,tags\n,1,1\n";
-    bad = ips_run("train " + kDir + "/tests/data/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
+    bad = ips_run("train " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --quiet" + sets + " --out " + (dir / "bad"));
     EXPECT_NE(bad.code, 0);
     EXPECT_NE(bad.output.find("no path"), std::string::npos) << bad.output;
 }

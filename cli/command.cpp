@@ -1,0 +1,64 @@
+#include "command.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "ips/runtime.h"
+
+namespace ips::cli {
+namespace {
+
+std::vector<CommandSpec>& registry() {
+    static std::vector<CommandSpec> table;  // filled during static initialisation
+    return table;
+}
+
+}  // namespace
+
+CommandRegistration::CommandRegistration(CommandSpec spec) { registry().push_back(spec); }
+
+std::vector<CommandSpec> command_table() {
+    auto table = registry();
+    std::stable_sort(table.begin(), table.end(), [](const CommandSpec& a, const CommandSpec& b) { return a.order < b.order; });
+    return table;
+}
+
+void config_args_add(CLI::App* sub, ConfigArgs& a, const char* what) {
+    sub->add_option("config", a.path, what)->required();
+    sub->add_option("--set", a.sets, "override a config key: --set KEY=VALUE (repeatable)");
+    sub->add_option("--seed", a.seed, "random seed (overrides the config's seed)");
+}
+
+Config config_args_load(const ConfigArgs& a) {
+    std::vector<std::string> sets = a.sets;
+    if (a.seed >= 0) sets.push_back("seed=" + std::to_string(a.seed));
+    std::vector<std::string> ignored;
+    Config cfg = config_load(a.path, sets, &ignored);
+    if (!ignored.empty()) {
+        std::string list;
+        for (const auto& k : ignored) list += (list.empty() ? "" : ", ") + k;
+        std::fprintf(stderr, "note: %s: keys of the reference implementation ignored here: %s\n", a.path.c_str(),
+                     list.c_str());
+    }
+    return cfg;
+}
+
+void runtime_args_add(CLI::App* sub, RuntimeArgs& a, bool with_device) {
+    if (with_device)
+        sub->add_option("--device", a.device, "auto | cpu | cuda (auto: CUDA when available)")
+            ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    sub->add_option("--threads", a.threads, "CPU threads (default: all cores)");
+}
+
+torch::Device runtime_args_apply(const RuntimeArgs& a) {
+    runtime_configure(a.threads);
+    if (a.device == "cpu") return torch::kCPU;
+    if (a.device == "cuda") {
+        if (!torch::cuda::is_available())
+            throw std::runtime_error("--device cuda: no CUDA device is available to this libtorch build");
+        return torch::kCUDA;
+    }
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+
+}  // namespace ips::cli

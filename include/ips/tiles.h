@@ -1,0 +1,28 @@
+// `ips tiles`: where the tissue is on a slide, as files a person or another tool reads.
+#pragma once
+
+#include <string>
+
+namespace ips {
+
+struct TilesOptions {
+    int64_t patch = 256;       // tile side in pixels of the level
+    int64_t stride = 0;        // 0: the tile side
+    int level = 0;
+    double mpp = 0;            // > 0: the coarsest level no coarser than this many µm per pixel
+    double min_tissue = 0.01;  // fraction of a tile that must be tissue
+    int64_t thumb = 2048;      // longer side of the thumbnail Otsu runs on
+};
+
+struct TilesResult {
+    std::string stem;          // OUT/<slide stem>: .csv (level-0 x,y), .png (thumbnail), .json
+    int64_t tiles = 0, grid_tiles = 0;
+    int level = 0;
+    int threshold = 0;         // Otsu's threshold on 8-bit grey
+};
+
+// Writes OUT/<stem>.csv, .png (thumbnail with the tissue tinted and the tiles outlined) and .json
+// (slide geometry, tile and tissue settings, counts), each atomically. Throws naming the problem.
+TilesResult tiles_write(const TilesOptions& opt, const std::string& out_dir, const std::string& slide_path);
+
+}  // namespace ips

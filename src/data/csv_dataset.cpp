@@ -1,0 +1,162 @@
+// Data sets listed in files: a CSV of `path,label[,label...]` rows naming images, slides or feature
+// bags (dataset: csv), and the reference implementation's single HDF5 file with a group per slide
+// (dataset: ips_h5). Patches are read on demand; nothing is decoded before get().
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "ips/csv_dataset.h"
+#include "ips/dataset.h"
+#include "ips/feature_bag.h"
+#include "ips/image_io.h"
+#include "ips/slide_source.h"
+#include "ips/tissue.h"
+
+namespace ips {
+namespace fs = std::filesystem;
+namespace {
+
+std::string trim(const std::string& s) {
+    size_t a = 0, b = s.size();
+    while (a < b && std::isspace(static_cast<unsigned char>(s[a]))) ++a;
+    while (b > a && std::isspace(static_cast<unsigned char>(s[b - 1]))) --b;
+    return s.substr(a, b - a);
+}
+
+std::string lower(std::string s) {
+    for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+}
+
+bool is_h5_name(const std::string& path) {
+    const std::string ext = lower(fs::path(path).extension().string());
+    return ext == ".h5" || ext == ".hdf5";
+}
+
+// "bags/x.h5#slide_1" names a group of the reference's single file; only the last '#' counts.
+std::string without_group(const std::string& path) {
+    const auto hash = path.rfind('#');
+    return hash != std::string::npos && is_h5_name(path.substr(0, hash)) ? path.substr(0, hash) : path;
+}
+
+bool is_bag_file(const std::string& path) { return is_h5_name(without_group(path)); }
+
+struct Row {
+    std::string path;
+    std::vector<std::string> labels;
+    std::string where;  // file:line, for messages
+};
+
+std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
+    std::ifstream in(file);
+    if (!in) throw std::runtime_error("data set '" + file + "': cannot open");
+    std::vector<Row> rows;
+    std::string line;
+    for (int64_t number = 1; std::getline(in, line); ++number) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM (spreadsheets)
+        if (trim(line).empty() || trim(line)[0] == '#') continue;
+        std::vector<std::string> cells;
+        std::stringstream ss(line);
+        for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(trim(cell));
+        if (rows.empty() && !cells.empty() && lower(cells[0]) == "path") continue;  // header
+        const std::string where = file + ":" + std::to_string(number);
+        if (cells.empty() || cells[0].empty()) throw std::runtime_error(where + ": the row has no path");
+        if (cells.size() != 1 + n_tasks)
+            throw std::runtime_error(where + ": " + std::to_string(n_tasks) + " label column(s) expected (one per task), found " +
+                                     std::to_string(cells.size() - 1) + " (several classes of one task go in one cell, split by ';')");
+        Row r;
+        r.path = fs::path(cells[0]).is_absolute() ? cells[0] : (fs::path(file).parent_path() / cells[0]).string();
+        r.labels.assign(cells.begin() + 1, cells.begin() + 1 + n_tasks);
+        r.where = where;
+        rows.push_back(std::move(r));
+    }
+    if (rows.empty()) throw std::runtime_error("data set '" + file + "': no rows");
+    return rows;
+}
+
+struct CsvDataset : Dataset {
+    CsvDataset(const Config& c, const std::string& split) : cfg(c) {
+        const std::string file = split_file(cfg.data, split, ".csv");
+        std::vector<std::string> bad;
+        for (auto& r : csv_read(file, cfg.model.tasks.size())) {
+            if (is_bag_file(r.path) && cfg.model.is_image)
+                throw ConfigError("config key 'is_image': " + r.where + " names a feature bag; set is_image: false");
+            if (!is_bag_file(r.path) && !cfg.model.is_image)
+                throw ConfigError("config key 'is_image': " + r.where + " names an image, the config expects feature bags");
+            // A wrong label is the CSV's fault: fatal. An unreadable file is reported and left out.
+            for (size_t t = 0; t < cfg.model.tasks.size(); ++t) target_parse(r.labels[t], cfg.model.tasks[t], cfg.model.n_class, r.where);
+            // Open every file and make its tile grid now, so a bad one is not found mid-epoch.
+            try {
+                if (is_bag_file(r.path)) bag_open(r);
+                else grid_of(r, *slide_open(r.path));
+                rows.push_back(std::move(r));
+            } catch (const ConfigError&) {
+                throw;
+            } catch (const std::exception& e) {
+                bad.push_back(r.where + ": " + e.what());
+            }
+        }
+        for (const auto& b : bad) std::fprintf(stderr, "warning: skipped %s\n", b.c_str());
+        if (rows.empty()) throw std::runtime_error("data set '" + file + "': no usable rows");
+        if (!bad.empty())
+            std::fprintf(stderr, "warning: %s: %zu of %zu rows skipped (above)\n", file.c_str(), bad.size(), bad.size() + rows.size());
+    }
+    static PatchSourcePtr bag_open(const Row& r) {
+        const std::string file = without_group(r.path);
+        return file == r.path ? feature_bag_source_open(file) : feature_bag_source_open(file, r.path.substr(file.size() + 1));
+    }
+    bool whole_image(const Slide& slide) const {
+        return slide_levels(slide).size() == 1 && !cfg.data.tissue && cfg.data.img_size[0] > 0;
+    }
+    // The tile grid of a slide, made once: tissue detection decodes a thumbnail. Whole images
+    // (decoded and resized in get()) have none.
+    std::shared_ptr<const TileGrid> grid_of(const Row& r, Slide& slide) {
+        if (whole_image(slide)) return nullptr;
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            auto it = grids.find(r.path);
+            if (it != grids.end()) return it->second;
+        }
+        auto grid = std::make_shared<const TileGrid>(tile_grid_make(slide, cfg.data));  // outside the lock
+        std::lock_guard<std::mutex> lock(mutex);
+        return grids.emplace(r.path, grid).first->second;
+    }
+    int64_t size() const override { return int64_t(rows.size()); }
+
+    PatchSourcePtr image_source(const Row& r) {
+        SlidePtr slide = slide_open(r.path);
+        if (whole_image(*slide)) {  // a photo: decode, resize to the configured size, cut the grid
+            auto img = image_resize(image_read(r.path, cfg.model.n_chan_in), cfg.data.img_size[0], cfg.data.img_size[1]);
+            return image_source_make(img, cfg.data);
+        }
+        return slide_source_make(slide, *grid_of(r, *slide), cfg.model.n_chan_in, normalization_of(cfg.data.normalize));
+    }
+
+    Example get(int64_t i) override {
+        const Row& r = rows.at(size_t(i));
+        Example ex;
+        ex.name = r.path;
+        ex.source = is_bag_file(r.path) ? bag_open(r) : image_source(r);
+        for (size_t t = 0; t < cfg.model.tasks.size(); ++t) ex.targets.push_back(target_parse(r.labels[t], cfg.model.tasks[t], cfg.model.n_class, r.where));
+        return ex;
+    }
+
+    Config cfg;
+    std::vector<Row> rows;
+    std::mutex mutex;
+    std::map<std::string, std::shared_ptr<const TileGrid>> grids;
+};
+
+}  // namespace
+
+DatasetPtr csv_dataset_make(const Config& cfg, const std::string& split) {
+    return std::make_shared<CsvDataset>(cfg, split);
+}
+
+}  // namespace ips

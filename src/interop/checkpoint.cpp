@@ -1,0 +1,141 @@
+// Checkpoints are torch.save files: Python reads one with torch.load and hands ckpt['model'] to
+// the reference layout's load_state_dict. libtorch's optimizer state has no Python counterpart,
+// so it rides along as the bytes of libtorch's own archive.
+#include "ips/checkpoint.h"
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "ips/torch_file.h"
+#include "ips/torchvision.h"
+
+namespace ips {
+namespace {
+
+constexpr const char* kFormat = "ips-checkpoint-v2";
+constexpr const char* kOptimizerKey = "optimizer_libtorch";
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    throw std::runtime_error("checkpoint '" + path + "': " + what);
+}
+
+c10::impl::GenericDict string_dict(const c10::TypePtr& value_type) {
+    return c10::impl::GenericDict(c10::StringType::get(), value_type);
+}
+
+// Our checkpoint's top-level dict, or an error saying what the file is instead.
+c10::impl::GenericDict checkpoint_tree_of(const c10::IValue& root, const std::string& path) {
+    if (!root.isGenericDict()) fail(path, "not an ips checkpoint (its top level is not a dict)");
+    auto dict = root.toGenericDict();
+    auto format = dict.find(std::string("format"));
+    if (format == dict.end() || !format->value().isString() || format->value().toStringRef() != kFormat)
+        fail(path, std::string("not an ips checkpoint (no format '") + kFormat + "' entry)");
+    return dict;
+}
+
+c10::impl::GenericDict checkpoint_tree(const std::string& path) { return checkpoint_tree_of(torch_file_load(path), path); }
+
+const c10::IValue& entry(const c10::impl::GenericDict& dict, const char* key, const std::string& path) {
+    auto it = dict.find(std::string(key));
+    if (it == dict.end()) fail(path, std::string("missing entry '") + key + "'");
+    return it->value();
+}
+
+CheckpointMeta meta_of(const c10::impl::GenericDict& dict, const std::string& path) {
+    CheckpointMeta meta;
+    const auto& epoch = entry(dict, "epoch", path);
+    const auto& step = entry(dict, "step", path);
+    if (!epoch.isInt() || !step.isInt()) fail(path, "'epoch' and 'step' must be integers");
+    meta.epoch = epoch.toInt();
+    meta.step = step.toInt();
+    auto best = dict.find(std::string("best_score"));
+    if (best != dict.end() && best->value().isDouble()) meta.best_score = best->value().toDouble();
+    auto yaml = dict.find(std::string("config_yaml"));
+    if (yaml != dict.end() && yaml->value().isString()) meta.config_yaml = yaml->value().toStringRef();
+    return meta;
+}
+
+NamedTensors model_state(const c10::impl::GenericDict& dict, const std::string& path) {
+    const auto& model = entry(dict, "model", path);
+    if (!model.isGenericDict()) fail(path, "'model' is not a state dict");
+    NamedTensors sd;
+    for (const auto& item : model.toGenericDict()) {
+        if (!item.value().isTensor()) fail(path, "'model." + item.key().toStringRef() + "' is not a tensor");
+        sd.emplace_back(item.key().toStringRef(), item.value().toTensor());
+    }
+    return sd;
+}
+
+}  // namespace
+
+void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer,
+                     const CheckpointMeta& meta) {
+    auto root = string_dict(c10::AnyType::get());
+    root.insert(std::string("format"), std::string(kFormat));
+    root.insert(std::string("epoch"), meta.epoch);
+    root.insert(std::string("step"), meta.step);
+    root.insert(std::string("best_score"), meta.best_score);
+    root.insert(std::string("config_yaml"), meta.config_yaml);
+    auto model = string_dict(c10::TensorType::get());
+    for (const auto& [k, t] : state_dict_of(*net)) model.insert(k, t);
+    root.insert(std::string("model"), model);
+    if (optimizer) {
+        torch::serialize::OutputArchive archive;
+        optimizer->save(archive);
+        std::ostringstream bytes;
+        archive.save_to(bytes);
+        const std::string s = bytes.str();
+        auto blob = torch::empty({int64_t(s.size())}, torch::kUInt8);
+        std::memcpy(blob.data_ptr(), s.data(), s.size());
+        root.insert(std::string(kOptimizerKey), blob);
+    }
+    torch_file_write_value(path, root);  // atomic: a crash mid-write leaves the previous file intact
+}
+
+CheckpointMeta checkpoint_meta(const std::string& path) { return meta_of(checkpoint_tree(path), path); }
+
+// Loads from an already-read checkpoint tree (weights_load reads the file once for both uses).
+static CheckpointMeta checkpoint_apply(const c10::impl::GenericDict& dict, const std::string& path, IPSNet& net,
+                                torch::optim::Optimizer* optimizer) {
+    CheckpointMeta meta = meta_of(dict, path);
+    state_dict_apply(*net, model_state(dict, path), "", /*strict=*/true, path);
+    if (optimizer) {
+        auto it = dict.find(std::string(kOptimizerKey));
+        if (it == dict.end() || !it->value().isTensor()) fail(path, "no optimizer state to resume from");
+        const auto blob = it->value().toTensor().contiguous();
+        torch::serialize::InputArchive archive;
+        try {
+            archive.load_from(static_cast<const char*>(blob.data_ptr()), size_t(blob.numel()));
+            optimizer->load(archive);
+        } catch (const c10::Error& e) {
+            fail(path, std::string("unreadable optimizer state (") + e.what_without_backtrace() + ")");
+        }
+    }
+    return meta;
+}
+
+CheckpointMeta checkpoint_load(const std::string& path, IPSNet& net, torch::optim::Optimizer* optimizer) {
+    return checkpoint_apply(checkpoint_tree(path), path, net, optimizer);
+}
+
+void weights_load(const std::string& path, IPSNet& net) {
+    c10::IValue root = torch_file_load(path);
+    if (root.isGenericDict() && root.toGenericDict().contains(std::string("format"))) {
+        checkpoint_apply(checkpoint_tree_of(root, path), path, net, nullptr);
+        return;
+    }
+    // Anything else must be a state dict in the reference layout (torch.save(model.state_dict())).
+    state_dict_apply(*net, torch_file_read(path), "", /*strict=*/true, path);
+}
+
+void initial_weights_apply(IPSNet& net) {
+    const ModelOptions& m = net->opt;
+    if (m.is_image && !m.encoder_weights.empty())
+        trunk_load_torchvision(net->encoder, m.encoder_weights, m.n_res_blocks);
+    else if (m.is_image && m.pretrained)
+        std::fprintf(stderr, "warning: 'pretrained' is set but 'encoder_weights' names no file: the encoder "
+                             "starts from random weights\n");
+}
+
+}  // namespace ips

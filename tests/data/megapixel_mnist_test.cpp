@@ -1,0 +1,306 @@
+// Megapixel MNIST: generator determinism, label correctness recomputed from the stored placements,
+// pixels of the placed digits, layout rules, and the Dataset over a generated folder.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "test_support.h"
+#include "ips/image_io.h"
+#include "ips/megapixel_mnist.h"
+#include "ips/megapixel_mnist_dataset.h"
+
+namespace fs = std::filesystem;
+using namespace ips;
+
+namespace {
+
+std::string fashion_dir() {
+    const char* v = std::getenv("IPS_FASHION_MNIST_DIR");
+    return v && *v ? v : "/usr/share/datasets/fashion-mnist";
+}
+
+// Real digits, loaded once: the 10,000 Fashion-MNIST test images, halved into our train/test.
+const DigitSet& digits(const std::string& split) {
+    static const DigitSet all = mnist_digits_load(fashion_dir(), "test");
+    static const DigitSet train{all.images.slice(0, 0, 5000), all.labels.slice(0, 0, 5000)};
+    static const DigitSet test{all.images.slice(0, 5000), all.labels.slice(0, 5000)};
+    return split == "train" ? train : test;
+}
+
+using test::TempDir;
+
+std::string bytes_read(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+MegapixelMnistOptions small_options(const fs::path& out, uint64_t seed = 7) {
+    MegapixelMnistOptions opt;
+    opt.out = out.string();
+    opt.width = 200;
+    opt.height = 160;
+    opt.n_train = 6;
+    opt.n_test = 3;
+    opt.seed = seed;
+    opt.threads = 2;
+    return opt;
+}
+
+void generate(const MegapixelMnistOptions& opt) {
+    megapixel_mnist_generate(opt, digits("train"), digits("test"), "idx");
+}
+
+Config dataset_config(const fs::path& dir) {
+    Config cfg;
+    cfg.data.dataset = "megapixel_mnist";
+    cfg.data.data_dir = dir.string();
+    cfg.data.patch_size = {40, 40};
+    cfg.data.patch_stride = {40, 40};
+    cfg.data.N = 20;  // 160x200 canvas: 4 x 5 patches
+    const char* names[] = {"majority", "max", "top", "multi"};
+    for (int t = 0; t < 4; ++t)
+        cfg.model.tasks.push_back({t, names[t], t == 3 ? ActFn::sigmoid : ActFn::softmax,
+                             t == 3 ? Metric::multilabel_accuracy : Metric::accuracy});
+    return cfg;
+}
+
+}  // namespace
+
+TEST(MegapixelMnist, SameSeedSameBytesAnyThreadCount) {
+    TempDir a, b, c;
+    auto opt = small_options(a.path);
+    generate(opt);
+    opt.out = b.path.string();
+    opt.threads = 1;
+    generate(opt);
+    for (const std::string split : {"train", "test"}) {
+        auto records = megapixel_mnist_labels_read((a.path / split / "labels.csv").string());
+        ASSERT_EQ(records.size(), split == "train" ? 6u : 3u);
+        EXPECT_EQ(bytes_read(a.path / split / "labels.csv"), bytes_read(b.path / split / "labels.csv"));
+        for (const auto& r : records)
+            EXPECT_EQ(bytes_read(a.path / split / r.file), bytes_read(b.path / split / r.file)) << r.file;
+    }
+    EXPECT_EQ(bytes_read(a.path / "meta.json"), bytes_read(b.path / "meta.json"));
+
+    generate(small_options(c.path, 8));
+    EXPECT_NE(bytes_read(a.path / "train/labels.csv"), bytes_read(c.path / "train/labels.csv"));
+    EXPECT_FALSE(torch::equal(image_read((a.path / "train/00000.png").string(), 1),
+                              image_read((c.path / "train/00000.png").string(), 1)));
+    // Train and test images with the same index differ too (split is part of the seed).
+    EXPECT_FALSE(torch::equal(image_read((a.path / "train/00000.png").string(), 1),
+                              image_read((a.path / "test/00000.png").string(), 1)));
+}
+
+TEST(MegapixelMnist, LabelsFollowFromPlacementsAndDigitsAreInTheImage) {
+    TempDir dir;
+    auto opt = small_options(dir.path);
+    opt.n_train = 12;
+    generate(opt);
+    for (const std::string split : {"train", "test"}) {
+        const DigitSet& set = digits(split);
+        for (const auto& r : megapixel_mnist_labels_read((dir.path / split / "labels.csv").string())) {
+            ASSERT_EQ(r.digits.size(), 5u);
+            torch::Tensor image = image_read((dir.path / split / r.file).string(), 1);  // [1, H, W]
+            ASSERT_EQ(image.sizes(), (std::vector<int64_t>{1, 160, 200}));
+            std::array<int, 10> count{};
+            int64_t max_label = -1, top_label = -1, top_y = INT64_MAX;
+            for (size_t k = 0; k < r.digits.size(); ++k) {
+                const auto& d = r.digits[k];
+                ++count[d.label];
+                max_label = std::max(max_label, d.label);
+                if (d.y < top_y) top_y = d.y, top_label = d.label;
+                EXPECT_EQ(set.labels[d.index].item<int64_t>(), d.label);
+                EXPECT_EQ(d.label == r.majority, k < 3) << r.file << " digit " << k;
+                // Painting is max: each digit pixel shows at least at its own value.
+                ASSERT_GE(d.x, 0);
+                ASSERT_GE(d.y, 0);
+                ASSERT_LE(d.x + 28, 200);
+                ASSERT_LE(d.y + 28, 160);
+                auto box = image[0].slice(0, d.y, d.y + 28).slice(1, d.x, d.x + 28);
+                EXPECT_TRUE(torch::all(box >= set.images[d.index]).item<bool>()) << r.file << " digit " << k;
+                for (size_t j = 0; j < k; ++j) {  // disjoint boxes, distinct top edges
+                    const auto& e = r.digits[j];
+                    bool overlap = d.x < e.x + 28 && e.x < d.x + 28 && d.y < e.y + 28 && e.y < d.y + 28;
+                    EXPECT_FALSE(overlap) << r.file;
+                    EXPECT_NE(d.y, e.y) << r.file;
+                }
+            }
+            EXPECT_EQ(count[r.majority], 3) << r.file;
+            EXPECT_EQ(r.max, max_label) << r.file;
+            EXPECT_EQ(r.top, top_label) << r.file;
+            for (int c = 0; c < 10; ++c) EXPECT_EQ(r.multi[c], count[c] > 0 ? 1 : 0) << r.file << " class " << c;
+            // Outside the digit boxes only noise shows: black or a grey level in [0.8, 1.0].
+            auto noise = image[0].clone();
+            for (const auto& d : r.digits) noise.slice(0, d.y, d.y + 28).slice(1, d.x, d.x + 28).zero_();
+            auto lit = noise.masked_select(noise > 0);
+            ASSERT_GT(lit.numel(), 0) << r.file;
+            EXPECT_GE(lit.min().item<int>(), 204) << r.file;
+        }
+    }
+}
+
+TEST(MegapixelMnist, WithoutNoiseTheImageIsExactlyTheDigits) {
+    TempDir dir;
+    auto opt = small_options(dir.path);
+    opt.n_noise = 0;
+    generate(opt);
+    for (const auto& r : megapixel_mnist_labels_read((dir.path / "train/labels.csv").string())) {
+        torch::Tensor image = image_read((dir.path / "train" / r.file).string(), 1)[0];  // [H, W]
+        auto expect = torch::zeros_like(image);
+        for (const auto& d : r.digits)
+            expect.slice(0, d.y, d.y + 28).slice(1, d.x, d.x + 28).copy_(digits("train").images[d.index]);
+        EXPECT_TRUE(torch::equal(image, expect)) << r.file;
+    }
+}
+
+TEST(MegapixelMnist, RenderIsAFunctionOfSeedSplitIndex) {
+    MegapixelMnistOptions opt;
+    opt.width = opt.height = 120;
+    DigitPool pool = digit_pool_make(digits("train"), "fashion");
+    std::vector<uint8_t> a, b, c;
+    auto ra = megapixel_mnist_render(opt, pool, "train", 5, a);
+    megapixel_mnist_render(opt, pool, "train", 4, c);  // other images in between change nothing
+    auto rb = megapixel_mnist_render(opt, pool, "train", 5, b);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(ra.digits[0].x, rb.digits[0].x);
+    EXPECT_NE(a, c);
+    EXPECT_EQ(a.size(), 120u * 120u);
+}
+
+TEST(MegapixelMnist, RejectsTooSmallCanvasAndEmptyClass) {
+    TempDir dir;
+    auto opt = small_options(dir.path);
+    opt.width = 60;
+    EXPECT_THROW(generate(opt), std::invalid_argument);
+    DigitSet no_sevens{digits("train").images, digits("train").labels.clone()};
+    no_sevens.labels.masked_fill_(no_sevens.labels == 7, 6);
+    EXPECT_THROW(digit_pool_make(no_sevens, "x"), std::runtime_error);
+}
+
+TEST(MegapixelMnist, GeneratesFromAnIdxSourceFolder) {
+    TempDir src, out;
+    auto idx_write = [&](const std::string& name, const torch::Tensor& t /*uint8*/) {
+        std::string bytes = {0, 0, 8, static_cast<char>(t.dim())};
+        for (int64_t d : t.sizes())
+            for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<char>((d >> s) & 0xff));
+        auto c = t.contiguous();
+        bytes.append(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), c.numel());
+        std::ofstream(src.path / name, std::ios::binary) << bytes;
+    };
+    for (const std::string split : {"train", "test"}) {
+        const std::string prefix = split == "train" ? "train" : "t10k";
+        idx_write(prefix + "-images-idx3-ubyte", digits(split).images.slice(0, 0, 300));
+        idx_write(prefix + "-labels-idx1-ubyte", digits(split).labels.slice(0, 0, 300).to(torch::kUInt8));
+    }
+    auto opt = small_options(out.path);
+    opt.digits = src.path.string();
+    megapixel_mnist_generate(opt);
+    std::ifstream meta(out.path / "meta.json");
+    std::stringstream text;
+    text << meta.rdbuf();
+    EXPECT_NE(text.str().find("\"digits_format\": \"idx\""), std::string::npos) << text.str();
+    EXPECT_EQ(megapixel_mnist_labels_read((out.path / "test/labels.csv").string()).size(), 3u);
+}
+
+TEST(MegapixelMnistDataset, GetDecodesOneImageWithTargetsInTaskOrder) {
+    TempDir dir;
+    generate(small_options(dir.path));
+    Config cfg = dataset_config(dir.path);
+    std::swap(cfg.model.tasks[0], cfg.model.tasks[2]);  // order follows cfg.model.tasks, matched by name
+    DatasetPtr ds = megapixel_mnist_dataset_make(cfg, "test");
+    ASSERT_EQ(ds->size(), 3);
+    auto records = megapixel_mnist_labels_read((dir.path / "test/labels.csv").string());
+    for (int64_t i = 0; i < ds->size(); ++i) {
+        Example ex = ds->get(i);
+        const auto& r = records[i];
+        ASSERT_EQ(ex.source->size(), 20);
+        EXPECT_EQ(ex.source->grid_cols(), 5);
+        ASSERT_EQ(ex.targets.size(), 4u);
+        EXPECT_EQ(ex.targets[0].item<int64_t>(), r.top);
+        EXPECT_EQ(ex.targets[1].item<int64_t>(), r.max);
+        EXPECT_EQ(ex.targets[2].item<int64_t>(), r.majority);
+        EXPECT_EQ(ex.targets[0].dim(), 0);
+        EXPECT_EQ(ex.targets[0].scalar_type(), torch::kInt64);
+        ASSERT_EQ(ex.targets[3].sizes(), (std::vector<int64_t>{10}));
+        EXPECT_EQ(ex.targets[3].scalar_type(), torch::kFloat32);
+        for (int c = 0; c < 10; ++c) EXPECT_EQ(ex.targets[3][c].item<float>(), r.multi[c]);
+        // Patch 6 (row 1, col 1) is the image's [40:80, 40:80] scaled to [0, 1].
+        auto image = image_read((dir.path / "test" / r.file).string(), 1);  // [1, H, W]
+        auto patch = ex.source->read(torch::tensor({6}, torch::kInt64));    // [1, 1, 40, 40]
+        auto expect = image.slice(1, 40, 80).slice(2, 40, 80).to(torch::kFloat32) / 255.0;
+        EXPECT_TRUE(torch::allclose(patch[0], expect));
+        EXPECT_EQ(ex.name, "test/" + r.file);
+    }
+}
+
+TEST(MegapixelMnistDataset, ConfigMismatchesNameTheKey) {
+    TempDir dir;
+    generate(small_options(dir.path));
+    Config cfg = dataset_config(dir.path);
+    cfg.data.N = 16;
+    try {
+        megapixel_mnist_dataset_make(cfg, "train");
+        FAIL() << "no error for a wrong N";
+    } catch (const ConfigError& e) {
+        std::string msg = e.what();
+        EXPECT_NE(msg.find("'N'"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("N = 20"), std::string::npos) << msg;
+    }
+    // Without meta.json the first get() still catches it.
+    fs::remove(dir.path / "meta.json");
+    auto ds = megapixel_mnist_dataset_make(cfg, "train");
+    EXPECT_THROW(ds->get(0), ConfigError);
+
+    cfg = dataset_config(dir.path);
+    cfg.model.tasks[1].name = "min";
+    try {
+        megapixel_mnist_dataset_make(cfg, "train");
+        FAIL() << "no error for an unknown task";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("'tasks'"), std::string::npos) << e.what();
+    }
+    cfg = dataset_config(dir.path);
+    cfg.model.n_chan_in = 3;
+    EXPECT_THROW(megapixel_mnist_dataset_make(cfg, "train"), ConfigError);
+    cfg = dataset_config(dir.path / "nowhere");
+    EXPECT_THROW(megapixel_mnist_dataset_make(cfg, "train"), std::runtime_error);
+}
+
+TEST(MegapixelMnistDataset, BadLabelsFileNamesFileAndLine) {
+    TempDir dir;
+    generate(small_options(dir.path));
+    const fs::path labels = dir.path / "train/labels.csv";
+    std::string text = bytes_read(labels);
+    text.insert(text.find('\n', text.find('\n') + 1) + 1, "00099.png,1,2,3,0101\n");
+    std::ofstream(labels, std::ios::binary) << text;
+    try {
+        megapixel_mnist_labels_read(labels.string());
+        FAIL() << "no error for a short row";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find(labels.string() + ":3:"), std::string::npos) << e.what();
+    }
+}
+
+#ifdef IPS_BINARY
+TEST(MegapixelMnistCli, DataCommandWritesADataSet) {
+    TempDir src, out;
+    // The CLI takes a source folder; hand it the Fashion-MNIST IDX files through links.
+    for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
+        fs::create_symlink(fs::path(fashion_dir()) / name, src.path / name);
+    const std::string cmd = std::string(IPS_BINARY) + " data megapixel-mnist --digits " + src.path.string() +
+                            " --out " + out.path.string() +
+                            " --width 100 --height 90 --n-train 3 --n-test 2 --n-noise 5 --seed 3 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    EXPECT_EQ(megapixel_mnist_labels_read((out.path / "train/labels.csv").string()).size(), 3u);
+    EXPECT_EQ(megapixel_mnist_labels_read((out.path / "test/labels.csv").string()).size(), 2u);
+    EXPECT_EQ(image_read((out.path / "test/00001.png").string(), 1).sizes(), (std::vector<int64_t>{1, 90, 100}));
+    EXPECT_TRUE(fs::exists(out.path / "meta.json"));
+}
+#endif

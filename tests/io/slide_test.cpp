@@ -1,0 +1,238 @@
+// Region reads from real files: the Aperio slide in ../shared/data, pyramidal TIFFs written by
+// libvips, an RGBA PNG; patches read lazily equal the same patches of a whole-image decode;
+// tissue detection and tile grids; bad files are named.
+#include <gtest/gtest.h>
+#include <vips/vips8>
+
+#include <filesystem>
+#include <fstream>
+
+#include "test_support.h"
+#include "ips/image_io.h"
+#include "ips/slide.h"
+#include "ips/slide_source.h"
+#include "ips/tissue.h"
+
+namespace fs = std::filesystem;
+using namespace ips;
+using ips::test::TempDir;
+
+using ips::test::error_of;
+
+namespace {
+
+std::string svs_path() { return ips::test::test_slide_path(); }
+
+#define REQUIRE_SVS() \
+    if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
+
+// A [3, H, W] uint8 image with detail at every scale, written with libvips.
+torch::Tensor pattern_image(int64_t H, int64_t W) {
+    auto y = torch::arange(H).view({H, 1}).to(torch::kFloat32), x = torch::arange(W).view({1, W}).to(torch::kFloat32);
+    auto r = (torch::sin(x / 37) * torch::cos(y / 23) * 100 + 128);
+    auto g = ((x + 2 * y).remainder(251));
+    auto b = ((x * y).remainder(241));
+    return torch::stack({r, g.expand({H, W}), b}).clamp(0, 255).to(torch::kUInt8);
+}
+
+void vips_write(const torch::Tensor& chw, const std::string& path, vips::VOption* options = nullptr) {
+    vips_ensure_init();
+    auto hwc = chw.permute({1, 2, 0}).contiguous();
+    auto img = vips::VImage::new_from_memory(hwc.data_ptr(), size_t(hwc.numel()), int(hwc.size(1)), int(hwc.size(0)),
+                                             int(hwc.size(2)), VIPS_FORMAT_UCHAR);
+    img.write_to_file(path.c_str(), options);
+}
+
+}  // namespace
+
+TEST(Slide, ReadsTheAperioSlideThroughOpenSlide) {
+    REQUIRE_SVS();
+    auto slide = slide_open(svs_path());
+    EXPECT_EQ(slide_loader(*slide).rfind("openslideload", 0), 0u) << slide_loader(*slide);
+    ASSERT_EQ(slide_levels(*slide).size(), 1u);
+    EXPECT_EQ(slide_levels(*slide)[0].width, 2220);
+    EXPECT_EQ(slide_levels(*slide)[0].height, 2967);
+    EXPECT_NEAR(slide_mpp(*slide), 0.499, 1e-3);
+    EXPECT_EQ(slide_level_for_mpp(*slide, 0.5), 0);
+
+    // A region equals the same pixels of a whole-image decode (OpenSlide's RGBA on white).
+    auto whole = image_read(svs_path(), 3);  // [3, 2967, 2220]
+    auto region = slide_read_region(*slide, 0, 1000, 1500, 256, 200);
+    ASSERT_EQ(region.sizes(), (std::vector<int64_t>{3, 200, 256}));
+    auto crop = whole.slice(1, 1500, 1700).slice(2, 1000, 1256);
+    EXPECT_LE((region.to(torch::kInt) - crop.to(torch::kInt)).abs().max().item<int>(), 1);
+    // Beyond the border: white.
+    auto edge = slide_read_region(*slide, 0, 2100, 2900, 256, 256);
+    EXPECT_TRUE(edge.slice(1, 67).eq(255).all().item<bool>());
+    EXPECT_TRUE(edge.slice(2, 120).eq(255).all().item<bool>());
+}
+
+TEST(Slide, TissueTilesOfTheAperioSlide) {
+    REQUIRE_SVS();
+    auto slide = slide_open(svs_path());
+    TissueMask tissue = tissue_mask_make(*slide, 1024);
+    EXPECT_EQ(std::max(tissue.mask.size(0), tissue.mask.size(1)), 1024);
+    const double fraction = tissue.mask.to(torch::kFloat).mean().item<double>();
+    EXPECT_GT(fraction, 0.05);  // the region is mostly tissue with white gaps
+    EXPECT_LT(fraction, 0.95);
+    EXPECT_GT(tissue.threshold, 100);
+    EXPECT_LT(tissue.threshold, 250);
+    TileGrid all = tile_grid_full(*slide, 0, 256, 256);
+    EXPECT_EQ(all.cols, 8);
+    EXPECT_EQ(all.rows, 11);
+    TileGrid some = tile_grid_tissue(*slide, tissue, 0, 256, 256, 0.01);
+    EXPECT_GT(some.coords.size(0), 0);
+    EXPECT_LE(some.coords.size(0), all.coords.size(0));
+    // A stricter threshold keeps fewer tiles; every kept tile is on the grid.
+    TileGrid strict = tile_grid_tissue(*slide, tissue, 0, 256, 256, 0.9);
+    EXPECT_LT(strict.coords.size(0), some.coords.size(0));
+    EXPECT_TRUE(some.coords.remainder(256).eq(0).all().item<bool>());
+    auto overlay = tissue_overlay(*slide, tissue, some);
+    EXPECT_EQ(overlay.sizes(), tissue.thumb.rgb.sizes());
+}
+
+TEST(Slide, OtsuSplitsTwoPopulations) {
+    auto g = torch::cat({torch::full({1000}, 60, torch::kUInt8), torch::full({3000}, 220, torch::kUInt8)});
+    const int t = otsu_threshold(g);
+    EXPECT_GT(t, 60);
+    EXPECT_LE(t, 220);
+    EXPECT_EQ(otsu_threshold(torch::full({100}, 255, torch::kUInt8)), 255);  // flat: nothing below
+}
+
+TEST(Slide, PyramidalTiffLevelsAndLazyPatchesEqualTheWholeDecode) {
+    TempDir dir("ips_slide");
+    auto image = pattern_image(1100, 1700);
+    const std::string tif = dir / "pyr.tif";
+    vips_write(image, tif + "[tile,tile-width=128,tile-height=128,pyramid,compression=deflate]");
+    auto slide = slide_open(tif);
+    const auto& L = slide_levels(*slide);
+    ASSERT_GE(L.size(), 3u) << slide_loader(*slide);
+    EXPECT_EQ(L[1].width, 850);
+    EXPECT_NEAR(L[1].downsample, 2.0, 1e-9);
+    EXPECT_NEAR(L[2].downsample, 4.0, 1e-9);
+
+    // Lossless: lazy patches of the full grid are exactly the whole decode's patches.
+    TileGrid grid = tile_grid_full(*slide, 0, 100, 100);
+    auto lazy = slide_source_make(slide, grid, 3, normalization_of(Normalize::imagenet));
+    auto eager = image_grid_source_make(image_read(tif, 3), {100, 100}, {100, 100}, normalization_of(Normalize::imagenet));
+    ASSERT_EQ(lazy->size(), eager->size());
+    ASSERT_EQ(lazy->size(), 11 * 17);
+    auto idx = torch::tensor({0, 5, 16, 17, 100, 186, 3}, torch::kLong);
+    EXPECT_TRUE(torch::allclose(lazy->read(idx), eager->read(idx), 0, 1e-6));
+    EXPECT_EQ(lazy->patch_origin(18)[0], 100);
+    EXPECT_EQ(lazy->patch_origin(18)[1], 100);
+    // Level 1 is the 2x2 average of level 0 (libvips builds its pyramid that way).
+    auto l1 = slide_read_region(*slide, 1, 400, 200, 64, 64).to(torch::kFloat);
+    auto l0 = slide_read_region(*slide, 0, 400, 200, 128, 128).to(torch::kFloat);
+    auto pooled = torch::avg_pool2d(l0.unsqueeze(0), 2)[0];
+    EXPECT_LE((l1 - pooled).abs().max().item<float>(), 1.0f);
+    // Resized, grey patches.
+    auto small = slide_source_make(slide, grid, 1, {}, 50);
+    EXPECT_EQ(small->read(idx).sizes(), (std::vector<int64_t>{7, 1, 50, 50}));
+    EXPECT_THROW(lazy->read(torch::tensor({187}, torch::kLong)), std::out_of_range);
+}
+
+TEST(Slide, AlphaIsCompositedOnWhite) {
+    TempDir dir("ips_slide_alpha");
+    auto rgb = pattern_image(64, 64);
+    auto alpha = torch::full({1, 64, 64}, 255, torch::kUInt8);
+    alpha.slice(2, 32).fill_(0);
+    alpha.slice(1, 48).slice(2, 0, 32).fill_(128);  // half transparent: blended with white
+    const std::string png = dir / "a.png";
+    vips_write(torch::cat({rgb, alpha}), png);
+    auto slide = slide_open(png);
+    auto r = slide_read_region(*slide, 0, 0, 0, 64, 64);
+    EXPECT_TRUE(torch::equal(r.slice(1, 0, 48).slice(2, 0, 32), rgb.slice(1, 0, 48).slice(2, 0, 32)));
+    EXPECT_TRUE(r.slice(2, 32).eq(255).all().item<bool>());
+    auto half = (rgb.slice(1, 48).slice(2, 0, 32).to(torch::kInt) * 128 + 255 * 127 + 127) / 255;
+    EXPECT_LE((r.slice(1, 48).slice(2, 0, 32).to(torch::kInt) - half).abs().max().item<int>(), 1);
+}
+
+TEST(Slide, BadFilesAreNamed) {
+    TempDir dir("ips_slide_bad");
+    std::ofstream(dir / "text.svs") << "not a slide";
+    std::string e = error_of([&] { slide_open(dir / "text.svs"); });
+    EXPECT_NE(e.find("text.svs"), std::string::npos) << e;
+    e = error_of([&] { slide_open(dir / "missing.tif"); });
+    EXPECT_NE(e.find("missing.tif"), std::string::npos) << e;
+    EXPECT_NE(e.find("no such file"), std::string::npos) << e;
+    // A truncated tiled TIFF: opening or reading the lost tiles fails, naming the file.
+    const std::string tif = dir / "cut.tif";
+    vips_write(pattern_image(512, 512), dir / "full.tif[tile,tile-width=128,tile-height=128,compression=deflate]");
+    {
+        std::ifstream in(dir / "full.tif", std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), {});
+        std::ofstream(tif, std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+    }
+    e = error_of([&] {
+        auto s = slide_open(tif);
+        slide_read_region(*s, 0, 0, 0, 512, 512);
+    });
+    EXPECT_NE(e.find("cut.tif"), std::string::npos) << e;
+    // A white image has no tissue: the grid maker says so.
+    const std::string white = dir / "white.png";
+    vips_write(torch::full({3, 600, 600}, 250, torch::kUInt8), white);
+    Config cfg;
+    cfg.data.patch_size = cfg.data.patch_stride = {256, 256};
+    cfg.data.tissue = true;
+    auto ws = slide_open(white);
+    e = error_of([&] { tile_grid_make(*ws, cfg.data); });
+    EXPECT_NE(e.find("white.png"), std::string::npos) << e;
+    EXPECT_NE(e.find("no tile has tissue"), std::string::npos) << e;
+}
+
+// One case per format: the lazy region equals the whole-image decode of the same file.
+struct FormatCase {
+    const char* file;     // name with libvips save options
+    int tolerance;        // grey levels; a lossy file still decodes the same way both times
+};
+
+TEST(Slide, EveryFormatReadsRegionsEqualToTheWholeDecode) {
+    const FormatCase cases[] = {
+        {"img.png", 0},
+        {"img.jpg[Q=90]", 0},
+        {"img.webp[lossless]", 0},
+        {"img.jp2[lossless]", 0},
+        {"img.tif[tile,tile-width=64,tile-height=64,compression=jpeg,Q=90]", 0},
+        {"img.tif[compression=lzw]", 0},
+    };
+    TempDir dir("ips_slide_formats");
+    auto image = pattern_image(300, 420);
+    for (const auto& c : cases) {
+        SCOPED_TRACE(c.file);
+        const std::string spec = dir / c.file;
+        vips_write(image, spec);
+        const std::string path = spec.substr(0, spec.find('['));
+        auto slide = slide_open(path);
+        auto whole = image_read(path, 3);
+        ASSERT_EQ(whole.size(1), 300);
+        auto region = slide_read_region(*slide, 0, 130, 70, 150, 120);
+        auto crop = whole.slice(1, 70, 190).slice(2, 130, 280);
+        EXPECT_LE((region.to(torch::kInt) - crop.to(torch::kInt)).abs().max().item<int>(), c.tolerance);
+        fs::remove(path);
+    }
+}
+
+// Odd sizes make the downsample fractional (1001 / 500 = 2.002): level-1 tiles of the grid must
+// be exactly the level-1 image's own tiles, not one pixel off.
+TEST(Slide, TilesOfACoarseLevelWithAFractionalDownsample) {
+    TempDir dir("ips_slide_odd");
+    const std::string tif = dir / "odd.tif";
+    vips_write(pattern_image(777, 1001), tif + "[tile,tile-width=64,tile-height=64,pyramid,compression=deflate]");
+    auto slide = slide_open(tif);
+    ASSERT_GE(slide_levels(*slide).size(), 2u);
+    const auto& L1 = slide_levels(*slide)[1];
+    EXPECT_NE(L1.downsample, 2.0);
+    auto page = vips::VImage::new_from_file(tif.c_str(), vips::VImage::option()->set("page", 1));
+    size_t bytes = 0;
+    void* mem = page.write_to_memory(&bytes);
+    auto level1 = torch::from_blob(mem, {page.height(), page.width(), page.bands()}, [](void* p) { g_free(p); }, torch::kUInt8)
+                      .permute({2, 0, 1})
+                      .contiguous();
+    TileGrid grid = tile_grid_full(*slide, 1, 50, 50);
+    auto source = slide_source_make(slide, grid, 3);
+    auto want = image_grid_source_make(level1, {50, 50}, {50, 50});
+    ASSERT_EQ(source->size(), want->size());
+    auto all = torch::arange(source->size(), torch::kLong);
+    EXPECT_TRUE(torch::equal(source->read(all), want->read(all)));
+}

@@ -1,0 +1,118 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "ips/step.h"
+#include "ips/train.h"
+#include "test_util.h"
+
+using namespace ips;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir(const std::string& name) {
+    fs::path p = fs::temp_directory_path() / ("ips_test_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(p);
+    fs::create_directories(p);
+    return p;
+}
+
+std::vector<std::string> lines_of(const fs::path& p) {
+    std::ifstream in(p);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+}
+
+// Drops the wall-clock field so that runs can be compared line by line.
+std::string without_seconds(std::string line) {
+    auto pos = line.find("\"seconds\":");
+    auto end = line.find(',', pos);
+    return line.erase(pos, end - pos + 1);
+}
+
+// One patch in N carries the label: class 1 bags hold a "needle" patch along +v, class 0 along -v;
+// all other patches are noise. A model must find the needle to be right.
+struct NeedleDataset : Dataset {
+    NeedleDataset(int64_t n, int64_t N, uint64_t seed) : n_items(n), n_patches(N), seed(seed) {}
+    int64_t size() const override { return n_items; }
+    Example get(int64_t i) override {
+        std::mt19937_64 rng(seed * 7777 + static_cast<uint64_t>(i));
+        torch::manual_seed(seed * 7777 + static_cast<uint64_t>(i));
+        auto bag = torch::randn({n_patches, 8}) * 0.5;
+        const int64_t label = static_cast<int64_t>(rng() % 2);
+        const int64_t where = static_cast<int64_t>(rng() % n_patches);
+        auto v = torch::tensor({3.f, -3.f, 3.f, -3.f, 0.f, 0.f, 0.f, 0.f});
+        bag[where] = label ? v : -v;
+        return {tensor_source_make(bag), {torch::tensor(label)}, ""};
+    }
+    int64_t n_items, n_patches;
+    uint64_t seed;
+};
+
+}  // namespace
+
+TEST(Train, LearnsToFindTheOnePatchThatCarriesTheLabel) {
+    torch::set_num_threads(2);
+    Config cfg = test::tiny_bag_config(/*N=*/48, /*M=*/4, /*I=*/12);
+    cfg.train.lr = 3e-3;
+    cfg.train.wd = 0.01;
+    cfg.train.B = cfg.train.B_seq = 16;
+    cfg.train.n_epoch = 10;
+    cfg.train.n_epoch_warmup = 1;
+    cfg.select.shuffle = true;
+    NeedleDataset train(320, 48, 1), test(200, 48, 2);
+    IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
+    auto opt = optimizer_make(net, cfg.train);
+    std::mt19937_64 rng(0);
+    StepCounter counter{0, (train.size() + cfg.train.B - 1) / cfg.train.B};
+    auto start = std::chrono::steady_clock::now();
+    for (int epoch = 0; epoch < cfg.train.n_epoch; ++epoch) {
+        for (int64_t s = 0; s < train.size(); s += cfg.train.B) {
+            std::vector<Example> ex;
+            for (int64_t i = s; i < std::min(train.size(), s + cfg.train.B); ++i) ex.push_back(train.get(i));
+            train_step(net, *opt, cfg, ex, torch::kCPU, rng, counter);
+        }
+    }
+    EvalResult r = evaluate(net, cfg, test, torch::kCPU, false);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_GE(r.task_metric[0], 0.95) << "after " << counter.step << " steps";
+    EXPECT_LT(seconds, 60.0);
+}
+
+TEST(Train, ResumeReplaysTheUninterruptedRun) {
+    Config cfg = test::tiny_bag_config(20, 4, 6);
+    cfg.data.dataset = "synthetic";
+    cfg.data.n_train = 10;
+    cfg.data.n_test = 6;
+    cfg.train.B = cfg.train.B_seq = 4;  // 3 steps per epoch, the last one partial
+    cfg.train.n_epoch = 3;
+    cfg.train.n_epoch_warmup = 1;
+    cfg.select.shuffle = true;
+    cfg.model.dropout = 0.1;
+    cfg.model.attn_dropout = 0.1;
+    fs::path straight = temp_dir("straight"), resumed = temp_dir("resumed");
+    RunOptions opt;
+    opt.progress = false;
+    opt.out_dir = straight.string();
+    auto full = train_run(cfg, opt);
+    ASSERT_EQ(full.size(), 3u);
+    opt.out_dir = resumed.string();
+    opt.stop_after_epoch = 1;
+    auto first = train_run(cfg, opt);
+    ASSERT_EQ(first.size(), 1u);
+    opt.stop_after_epoch = -1;
+    opt.resume = true;
+    auto rest = train_run(cfg, opt);
+    ASSERT_EQ(rest.size(), 2u);
+    auto a = lines_of(straight / "metrics.jsonl"), b = lines_of(resumed / "metrics.jsonl");
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(without_seconds(a[i]), without_seconds(b[i]));
+    for (const char* f : {"config.yaml", "last.pt", "best.pt", "metrics.jsonl"}) EXPECT_TRUE(fs::exists(straight / f)) << f;
+    fs::remove_all(straight);
+    fs::remove_all(resumed);
+}
