@@ -2,10 +2,12 @@
 #include <cstdio>
 
 #include "command.h"
+#include "ips/runtime.h"
 
 int main(int argc, char** argv) {
     CLI::App app{"ips: Iterative Patch Selection for images of any size"};
     app.require_subcommand(1);
+    app.set_version_flag("--version", [] { return ips::runtime_versions(); }, "versions of ips, libtorch, CUDA and cuDNN, and the devices seen");
     for (const auto& cmd : ips::cli::command_table()) cmd.setup(app.add_subcommand(cmd.name, cmd.help));
     try {
         app.parse(argc, argv);

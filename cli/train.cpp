@@ -4,6 +4,7 @@
 
 #include "command.h"
 #include "ips/checkpoint.h"
+#include "ips/runtime.h"
 #include "ips/train.h"
 
 namespace ips::cli {
@@ -40,6 +41,7 @@ void train_setup(CLI::App* sub) {
         opt.init_weights = a->weights;
         if (opt.resume && !opt.init_weights.empty())
             std::fprintf(stderr, "note: --resume continues from last.pt; --weights %s is not used\n", a->weights.c_str());
+        std::fprintf(stderr, "%s\n", runtime_versions().c_str());
         std::fprintf(stderr, "training %s on %s, output in %s\n", a->config.path.c_str(), opt.device.str().c_str(),
                      opt.out_dir.c_str());
         const auto records = train_run(cfg, opt);

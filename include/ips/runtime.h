@@ -1,6 +1,8 @@
 // Process-wide settings that make libtorch fast on CPUs; the CLI applies them at start-up.
 #pragma once
 
+#include <string>
+
 namespace ips {
 
 // Sets the intra-op thread count (0 = all cores) and keeps glibc from handing large tensor
@@ -8,5 +10,10 @@ namespace ips {
 // fresh mmap, and the page faults on first touch cost more than the convolutions (measured 2.5x
 // on selection of the Megapixel MNIST configuration, 2 cores; docs/BENCHMARKS.md).
 void runtime_configure(int threads);
+
+// What this build runs on, for `ips --version` and the first lines of a run: the ips version, the
+// libtorch version with its CUDA and cuDNN versions (or "CPU only"), and the devices seen (CPU
+// cores, CUDA devices by name and memory). Three lines, without a final newline.
+std::string runtime_versions();
 
 }  // namespace ips

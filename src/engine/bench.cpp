@@ -10,35 +10,14 @@
 
 #include "ips/precision.h"
 #include "ips/step.h"
+#include "ips/torch_compat.h"
 
-// The CUDA allocator's statistics exist only where libtorch was built with CUDA and its headers are
-// installed; the CPU build measures peak resident memory instead.
-#if __has_include(<cuda_runtime_api.h>) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
-#include <c10/cuda/CUDACachingAllocator.h>
-#define IPS_HAVE_CUDA_STATS 1
-#endif
 
 namespace ips {
 namespace {
 
 void device_sync(const torch::Device& d) {
     if (d.is_cuda()) torch::cuda::synchronize();
-}
-
-void cuda_peak_reset([[maybe_unused]] const torch::Device& d) {
-#ifdef IPS_HAVE_CUDA_STATS
-    if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.has_index() ? d.index() : 0);
-#endif
-}
-
-double cuda_peak_gib([[maybe_unused]] const torch::Device& d) {
-#ifdef IPS_HAVE_CUDA_STATS
-    if (d.is_cuda()) {
-        auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.has_index() ? d.index() : 0);
-        return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0 * 1024.0);  // 0: aggregate
-    }
-#endif
-    return -1;
 }
 
 // B examples of the configured shapes: uint8 patches [N, C, P_h, P_w] or one shared float bag
@@ -117,7 +96,7 @@ double bench_iteration(BenchSession& s) {
 BenchResult bench_run(const Config& cfg, const BenchOptions& opt) {
     BenchSession session = bench_session_make(cfg, opt);
     for (int i = 0; i < opt.warmup; ++i) bench_iteration(session);
-    cuda_peak_reset(opt.device);
+    compat::cuda_peak_reset(opt.device);
     BenchResult r;
     for (int i = 0; i < std::max(1, opt.iters); ++i) {
         const auto t0 = std::chrono::steady_clock::now();
@@ -136,9 +115,9 @@ BenchResult bench_run(const Config& cfg, const BenchOptions& opt) {
     r.N = cfg.data.N;
     r.M = cfg.select.M;
     r.I = cfg.select.I;
-    const double cuda_peak = cuda_peak_gib(opt.device);
+    const int64_t cuda_peak = compat::cuda_peak_bytes(opt.device);
     if (cuda_peak >= 0) {
-        r.peak_mem_gib = cuda_peak;
+        r.peak_mem_gib = static_cast<double>(cuda_peak) / (1024.0 * 1024.0 * 1024.0);
         r.peak_mem_kind = "cuda_allocator_peak";
     } else {
         r.peak_mem_gib = static_cast<double>(peak_rss_bytes()) / (1024.0 * 1024.0 * 1024.0);

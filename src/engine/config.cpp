@@ -143,7 +143,8 @@ void tasks_write(const Config& c, YAML::Emitter& e) {
     e << YAML::EndMap;
 }
 
-// Keys in the order the reference's files and our saved configs list them.
+// Keys in the order the reference's files and our saved configs list them; one row per key, so the
+// table stays whole even though it runs past a screen.
 const std::vector<KeySpec>& key_table() {
     using C = Config;
     using T = TrainOptions;

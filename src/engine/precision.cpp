@@ -1,35 +1,13 @@
 #include "ips/precision.h"
 
 #include <ATen/autocast_mode.h>
-#include <torch/version.h>
 
 #include <stdexcept>
 
+#include "ips/torch_compat.h"
+
 namespace ips {
 namespace {
-
-// PyTorch 2.4 replaced the per-device autocast functions with ones taking the device type.
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
-void autocast_enable(c10::DeviceType t, bool on) { at::autocast::set_autocast_enabled(t, on); }
-c10::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
-void autocast_dtype_set(c10::DeviceType t, c10::ScalarType d) { at::autocast::set_autocast_dtype(t, d); }
-#else
-bool autocast_enabled(c10::DeviceType t) {
-    return t == c10::DeviceType::CUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
-}
-void autocast_enable(c10::DeviceType t, bool on) {
-    if (t == c10::DeviceType::CUDA) at::autocast::set_enabled(on);
-    else at::autocast::set_cpu_enabled(on);
-}
-c10::ScalarType autocast_dtype(c10::DeviceType t) {
-    return t == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
-}
-void autocast_dtype_set(c10::DeviceType t, c10::ScalarType d) {
-    if (t == c10::DeviceType::CUDA) at::autocast::set_autocast_gpu_dtype(d);
-    else at::autocast::set_autocast_cpu_dtype(d);
-}
-#endif
 
 bool cuda_has_native_bf16(const torch::Device& device) {
     // A tiny bf16 matmul fails on devices without bf16 support; compute capability is not in
@@ -81,18 +59,18 @@ bool channels_last_resolve(Toggle choice, const torch::Device& /*device*/) {
 AutocastScope::AutocastScope(Precision p, const torch::Device& device) : type_(device.type()) {
     if (p != Precision::bf16) return;
     active_ = true;
-    was_enabled_ = autocast_enabled(type_);
-    old_dtype_ = autocast_dtype(type_);
-    autocast_enable(type_, true);
-    autocast_dtype_set(type_, torch::kBFloat16);
+    was_enabled_ = compat::autocast_enabled(type_);
+    old_dtype_ = compat::autocast_dtype(type_);
+    compat::autocast_enable(type_, true);
+    compat::autocast_dtype_set(type_, torch::kBFloat16);
     at::autocast::increment_nesting();
 }
 
 AutocastScope::~AutocastScope() {
     if (!active_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    autocast_enable(type_, was_enabled_);
-    autocast_dtype_set(type_, old_dtype_);
+    compat::autocast_enable(type_, was_enabled_);
+    compat::autocast_dtype_set(type_, old_dtype_);
 }
 
 void backend_configure(const ComputeOptions& opt, const torch::Device& device) {

@@ -3,7 +3,12 @@
 #include <malloc.h>
 #include <torch/torch.h>
 
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+
 #include <thread>
+
+#include "ips/torch_compat.h"
 
 namespace ips {
 
@@ -14,6 +19,34 @@ void runtime_configure(int threads) {
     // smaller than one activation tensor of a 200-patch chunk.
     mallopt(M_MMAP_THRESHOLD, 1 << 30);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
+namespace {
+
+// CUDA's version numbers as cudart and cuDNN report them: 12040 -> "12.4", 90100 -> "9.1.0".
+std::string cuda_version_text(long v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+std::string cudnn_version_text(long v) {
+    return v >= 90000 ? std::to_string(v / 10000) + "." + std::to_string(v % 10000 / 100) + "." + std::to_string(v % 100)
+                      : std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 100) + "." + std::to_string(v % 100);
+}
+
+}  // namespace
+
+std::string runtime_versions() {
+    std::string s = std::string("ips ") + IPS_VERSION + "\n";
+    s += std::string("libtorch ") + TORCH_VERSION;
+    // A libtorch without CUDA answers these through stubs that throw.
+    const auto& hooks = at::detail::getCUDAHooks();
+    try {
+        s += ", CUDA " + cuda_version_text(hooks.versionCUDART());
+        s += hooks.compiledWithCuDNN() ? ", cuDNN " + cudnn_version_text(hooks.versionCuDNN()) : ", no cuDNN";
+        if (!at::hasCUDA()) s += " (no CUDA device visible)";
+    } catch (const std::exception&) {
+        s += ", CPU only (built without CUDA)";
+    }
+    s += "\ndevices: cpu (" + std::to_string(std::thread::hardware_concurrency()) + " cores)";
+    for (const auto& name : compat::cuda_device_names()) s += ", cuda: " + name;
+    return s;
 }
 
 }  // namespace ips

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <torch/version.h>
+
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -46,10 +48,28 @@ TEST(Cli, BenchPrintsJson) {
     EXPECT_EQ(nlohmann::json::parse(last_line(e.output))["mode"], "eval");
 }
 
+TEST(Cli, VersionNamesIpsLibtorchAndDevices) {
+    CommandResult r = ips_run("--version");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(r.output.rfind("ips ", 0), 0u) << r.output;
+    EXPECT_NE(r.output.find(std::string("libtorch ") + TORCH_VERSION), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("devices: cpu"), std::string::npos) << r.output;
+    // Every subcommand is in the table, in the order of its entries.
+    CommandResult help = ips_run("--help");
+    size_t last = 0;
+    for (const char* cmd : {"data", "tiles", "features", "pretrain", "train", "eval", "predict", "plot", "bench", "bench-read"}) {
+        const size_t at = help.output.find(std::string("  ") + cmd + " ");
+        ASSERT_NE(at, std::string::npos) << cmd << "\n" << help.output;
+        EXPECT_GT(at, last) << cmd;
+        last = at;
+    }
+}
+
 TEST(Cli, TrainWritesRunFolderAndEvalReproducesIt) {
     fs::path out = temp_dir("train");
     CommandResult t = ips_run("train " + kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --quiet --out " + out.string());
     ASSERT_EQ(t.code, 0) << t.output;
+    EXPECT_NE(t.output.find("libtorch "), std::string::npos) << t.output;  // the run says what it runs on
     for (const char* f : {"config.yaml", "metrics.jsonl", "last.pt", "best.pt"}) EXPECT_TRUE(fs::exists(out / f)) << f;
     std::ifstream m(out / "metrics.jsonl");
     std::string line, last;

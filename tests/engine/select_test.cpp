@@ -1,12 +1,12 @@
 #include <gtest/gtest.h>
 
 #include <c10/core/CPUAllocator.h>
-#include <torch/version.h>
 
 #include <atomic>
 #include <random>
 
 #include "ips/select.h"
+#include "ips/torch_compat.h"
 #include "ips/step.h"
 #include "test_util.h"
 
@@ -205,8 +205,7 @@ struct CountingAllocator final : c10::Allocator {
         delete ctx;
     }
 // libtorch 2.3 made allocate() non-const and added copy_data().
-#define IPS_ALLOCATOR_2_3 (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3))
-#if IPS_ALLOCATOR_2_3
+#if IPS_TORCH_AT_LEAST(2, 3)
     c10::DataPtr allocate(size_t n) override {
 #else
     c10::DataPtr allocate(size_t n) const override {
@@ -220,7 +219,7 @@ struct CountingAllocator final : c10::Allocator {
         return {data, new Ctx{std::move(inner), n, this}, &release, c10::Device(c10::kCPU)};
     }
     c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
-#if IPS_ALLOCATOR_2_3
+#if IPS_TORCH_AT_LEAST(2, 3)
     void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 #endif
 };

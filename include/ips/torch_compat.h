@@ -1,0 +1,34 @@
+// The one place where code differs between the libtorch versions ips builds against: Debian 12's
+// 1.13 (CPU), Debian 13's 2.6 (CPU or CUDA) and the libtorch of an installed PyTorch 2.x. Each
+// function here has one definition per side in torch_compat.cpp; the rest of the code calls these.
+#pragma once
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <string>
+#include <vector>
+
+// True when compiling against libtorch MAJOR.MINOR or newer.
+#define IPS_TORCH_AT_LEAST(major, minor) \
+    (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+namespace ips::compat {
+
+// Autocast state per device type. PyTorch 2.4 replaced the per-device functions (is_enabled /
+// is_cpu_enabled, get_autocast_gpu_dtype / ...) with ones that take the device type.
+bool autocast_enabled(c10::DeviceType type);
+void autocast_enable(c10::DeviceType type, bool on);
+c10::ScalarType autocast_dtype(c10::DeviceType type);
+void autocast_dtype_set(c10::DeviceType type, c10::ScalarType dtype);
+
+// The CUDA caching allocator's peak of allocated bytes on `device` since the last reset, or -1
+// where it cannot be read (CPU devices, libtorch without CUDA, or without the CUDA headers).
+bool cuda_allocator_stats_available();
+void cuda_peak_reset(const torch::Device& device);
+int64_t cuda_peak_bytes(const torch::Device& device);
+
+// "NVIDIA H200 (139.8 GiB)" per visible CUDA device; empty without CUDA.
+std::vector<std::string> cuda_device_names();
+
+}  // namespace ips::compat
