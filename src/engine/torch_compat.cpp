@@ -7,8 +7,8 @@
 // The CUDA allocator's statistics exist only where libtorch was built with CUDA and its headers are
 // installed (Debian 13's libtorch-cuda-dev, an installed PyTorch with CUDA).
 #if __has_include(<cuda_runtime_api.h>) && __has_include(<c10/cuda/CUDACachingAllocator.h>)
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
-#include <cuda_runtime_api.h>
 #define IPS_HAVE_CUDA_STATS 1
 #endif
 
@@ -49,10 +49,9 @@ int64_t cuda_peak_bytes(const torch::Device& d) {
 std::vector<std::string> cuda_device_names() {
     std::vector<std::string> out;
     for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) {
-        cudaDeviceProp prop{};
-        if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
+        const cudaDeviceProp* prop = at::cuda::getDeviceProperties(static_cast<int64_t>(i));
         char text[320];
-        std::snprintf(text, sizeof text, "%s (%.1f GiB)", prop.name, prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+        std::snprintf(text, sizeof text, "%s (%.1f GiB)", prop->name, prop->totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
         out.push_back(text);
     }
     return out;
