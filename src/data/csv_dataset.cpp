@@ -61,9 +61,15 @@ std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM (spreadsheets)
         if (trim(line).empty() || trim(line)[0] == '#') continue;
+        // Split at every comma, so a trailing empty cell (a multi-label task with no class present,
+        // as spreadsheets write it) is a cell too; getline would drop it.
         std::vector<std::string> cells;
-        std::stringstream ss(line);
-        for (std::string cell; std::getline(ss, cell, ',');) cells.push_back(trim(cell));
+        for (size_t from = 0;;) {
+            const size_t comma = line.find(',', from);
+            cells.push_back(trim(line.substr(from, comma == std::string::npos ? std::string::npos : comma - from)));
+            if (comma == std::string::npos) break;
+            from = comma + 1;
+        }
         if (rows.empty() && !cells.empty() && lower(cells[0]) == "path") continue;  // header
         const std::string where = file + ":" + std::to_string(number);
         if (cells.empty() || cells[0].empty()) throw std::runtime_error(where + ": the row has no path");

@@ -1,5 +1,6 @@
 // Megapixel MNIST: generator determinism, label correctness recomputed from the stored placements,
-// pixels of the placed digits, layout rules, and the Dataset over a generated folder.
+// pixels of the placed digits, layout rules, the labels file. (The data set over a generated
+// folder: megapixel_mnist_dataset_test.cpp.)
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -11,7 +12,6 @@
 #include "test_support.h"
 #include "ips/image_io.h"
 #include "ips/megapixel_mnist.h"
-#include "ips/megapixel_mnist_dataset.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
@@ -54,20 +54,6 @@ MegapixelMnistOptions small_options(const fs::path& out, uint64_t seed = 7) {
 
 void generate(const MegapixelMnistOptions& opt) {
     megapixel_mnist_generate(opt, digits("train"), digits("test"), "idx");
-}
-
-Config dataset_config(const fs::path& dir) {
-    Config cfg;
-    cfg.data.dataset = "megapixel_mnist";
-    cfg.data.data_dir = dir.string();
-    cfg.data.patch_size = {40, 40};
-    cfg.data.patch_stride = {40, 40};
-    cfg.data.N = 20;  // 160x200 canvas: 4 x 5 patches
-    const char* names[] = {"majority", "max", "top", "multi"};
-    for (int t = 0; t < 4; ++t)
-        cfg.model.tasks.push_back({t, names[t], t == 3 ? ActFn::sigmoid : ActFn::softmax,
-                             t == 3 ? Metric::multilabel_accuracy : Metric::accuracy});
-    return cfg;
 }
 
 }  // namespace
@@ -208,71 +194,7 @@ TEST(MegapixelMnist, GeneratesFromAnIdxSourceFolder) {
     EXPECT_EQ(megapixel_mnist_labels_read((out.path / "test/labels.csv").string()).size(), 3u);
 }
 
-TEST(MegapixelMnistDataset, GetDecodesOneImageWithTargetsInTaskOrder) {
-    TempDir dir;
-    generate(small_options(dir.path));
-    Config cfg = dataset_config(dir.path);
-    std::swap(cfg.model.tasks[0], cfg.model.tasks[2]);  // order follows cfg.model.tasks, matched by name
-    DatasetPtr ds = megapixel_mnist_dataset_make(cfg, "test");
-    ASSERT_EQ(ds->size(), 3);
-    auto records = megapixel_mnist_labels_read((dir.path / "test/labels.csv").string());
-    for (int64_t i = 0; i < ds->size(); ++i) {
-        Example ex = ds->get(i);
-        const auto& r = records[i];
-        ASSERT_EQ(ex.source->size(), 20);
-        EXPECT_EQ(ex.source->grid_cols(), 5);
-        ASSERT_EQ(ex.targets.size(), 4u);
-        EXPECT_EQ(ex.targets[0].item<int64_t>(), r.top);
-        EXPECT_EQ(ex.targets[1].item<int64_t>(), r.max);
-        EXPECT_EQ(ex.targets[2].item<int64_t>(), r.majority);
-        EXPECT_EQ(ex.targets[0].dim(), 0);
-        EXPECT_EQ(ex.targets[0].scalar_type(), torch::kInt64);
-        ASSERT_EQ(ex.targets[3].sizes(), (std::vector<int64_t>{10}));
-        EXPECT_EQ(ex.targets[3].scalar_type(), torch::kFloat32);
-        for (int c = 0; c < 10; ++c) EXPECT_EQ(ex.targets[3][c].item<float>(), r.multi[c]);
-        // Patch 6 (row 1, col 1) is the image's [40:80, 40:80] scaled to [0, 1].
-        auto image = image_read((dir.path / "test" / r.file).string(), 1);  // [1, H, W]
-        auto patch = ex.source->read(torch::tensor({6}, torch::kInt64));    // [1, 1, 40, 40]
-        auto expect = image.slice(1, 40, 80).slice(2, 40, 80).to(torch::kFloat32) / 255.0;
-        EXPECT_TRUE(torch::allclose(patch[0], expect));
-        EXPECT_EQ(ex.name, "test/" + r.file);
-    }
-}
-
-TEST(MegapixelMnistDataset, ConfigMismatchesNameTheKey) {
-    TempDir dir;
-    generate(small_options(dir.path));
-    Config cfg = dataset_config(dir.path);
-    cfg.data.N = 16;
-    try {
-        megapixel_mnist_dataset_make(cfg, "train");
-        FAIL() << "no error for a wrong N";
-    } catch (const ConfigError& e) {
-        std::string msg = e.what();
-        EXPECT_NE(msg.find("'N'"), std::string::npos) << msg;
-        EXPECT_NE(msg.find("N = 20"), std::string::npos) << msg;
-    }
-    // Without meta.json the first get() still catches it.
-    fs::remove(dir.path / "meta.json");
-    auto ds = megapixel_mnist_dataset_make(cfg, "train");
-    EXPECT_THROW(ds->get(0), ConfigError);
-
-    cfg = dataset_config(dir.path);
-    cfg.model.tasks[1].name = "min";
-    try {
-        megapixel_mnist_dataset_make(cfg, "train");
-        FAIL() << "no error for an unknown task";
-    } catch (const ConfigError& e) {
-        EXPECT_NE(std::string(e.what()).find("'tasks'"), std::string::npos) << e.what();
-    }
-    cfg = dataset_config(dir.path);
-    cfg.model.n_chan_in = 3;
-    EXPECT_THROW(megapixel_mnist_dataset_make(cfg, "train"), ConfigError);
-    cfg = dataset_config(dir.path / "nowhere");
-    EXPECT_THROW(megapixel_mnist_dataset_make(cfg, "train"), std::runtime_error);
-}
-
-TEST(MegapixelMnistDataset, BadLabelsFileNamesFileAndLine) {
+TEST(MegapixelMnist, BadLabelsFileNamesFileAndLine) {
     TempDir dir;
     generate(small_options(dir.path));
     const fs::path labels = dir.path / "train/labels.csv";

@@ -1,6 +1,7 @@
 // Region reads from real files: the Aperio slide in ../shared/data, pyramidal TIFFs written by
-// libvips, an RGBA PNG; patches read lazily equal the same patches of a whole-image decode;
-// tissue detection and tile grids; bad files are named.
+// libvips, an RGBA PNG; regions equal the same pixels of a whole-image decode; bad files are
+// named. (The lazy patch source over a slide: slide_source_test.cpp; tissue and tile grids from a
+// config: tissue_test.cpp.)
 #include <gtest/gtest.h>
 #include <vips/vips8>
 
@@ -8,16 +9,18 @@
 #include <fstream>
 
 #include "test_support.h"
+#include "test_images.h"
 #include "ips/image_io.h"
 #include "ips/slide.h"
 #include "ips/slide_source.h"
-#include "ips/tissue.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
 using ips::test::TempDir;
 
 using ips::test::error_of;
+using ips::test::pattern_image;
+using ips::test::vips_write;
 
 namespace {
 
@@ -25,23 +28,6 @@ std::string svs_path() { return ips::test::test_slide_path(); }
 
 #define REQUIRE_SVS() \
     if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
-
-// A [3, H, W] uint8 image with detail at every scale, written with libvips.
-torch::Tensor pattern_image(int64_t H, int64_t W) {
-    auto y = torch::arange(H).view({H, 1}).to(torch::kFloat32), x = torch::arange(W).view({1, W}).to(torch::kFloat32);
-    auto r = (torch::sin(x / 37) * torch::cos(y / 23) * 100 + 128);
-    auto g = ((x + 2 * y).remainder(251));
-    auto b = ((x * y).remainder(241));
-    return torch::stack({r, g.expand({H, W}), b}).clamp(0, 255).to(torch::kUInt8);
-}
-
-void vips_write(const torch::Tensor& chw, const std::string& path, vips::VOption* options = nullptr) {
-    vips_ensure_init();
-    auto hwc = chw.permute({1, 2, 0}).contiguous();
-    auto img = vips::VImage::new_from_memory(hwc.data_ptr(), size_t(hwc.numel()), int(hwc.size(1)), int(hwc.size(0)),
-                                             int(hwc.size(2)), VIPS_FORMAT_UCHAR);
-    img.write_to_file(path.c_str(), options);
-}
 
 }  // namespace
 
@@ -67,39 +53,7 @@ TEST(Slide, ReadsTheAperioSlideThroughOpenSlide) {
     EXPECT_TRUE(edge.slice(2, 120).eq(255).all().item<bool>());
 }
 
-TEST(Slide, TissueTilesOfTheAperioSlide) {
-    REQUIRE_SVS();
-    auto slide = slide_open(svs_path());
-    TissueMask tissue = tissue_mask_make(*slide, 1024);
-    EXPECT_EQ(std::max(tissue.mask.size(0), tissue.mask.size(1)), 1024);
-    const double fraction = tissue.mask.to(torch::kFloat).mean().item<double>();
-    EXPECT_GT(fraction, 0.05);  // the region is mostly tissue with white gaps
-    EXPECT_LT(fraction, 0.95);
-    EXPECT_GT(tissue.threshold, 100);
-    EXPECT_LT(tissue.threshold, 250);
-    TileGrid all = tile_grid_full(*slide, 0, 256, 256);
-    EXPECT_EQ(all.cols, 8);
-    EXPECT_EQ(all.rows, 11);
-    TileGrid some = tile_grid_tissue(*slide, tissue, 0, 256, 256, 0.01);
-    EXPECT_GT(some.coords.size(0), 0);
-    EXPECT_LE(some.coords.size(0), all.coords.size(0));
-    // A stricter threshold keeps fewer tiles; every kept tile is on the grid.
-    TileGrid strict = tile_grid_tissue(*slide, tissue, 0, 256, 256, 0.9);
-    EXPECT_LT(strict.coords.size(0), some.coords.size(0));
-    EXPECT_TRUE(some.coords.remainder(256).eq(0).all().item<bool>());
-    auto overlay = tissue_overlay(*slide, tissue, some);
-    EXPECT_EQ(overlay.sizes(), tissue.thumb.rgb.sizes());
-}
-
-TEST(Slide, OtsuSplitsTwoPopulations) {
-    auto g = torch::cat({torch::full({1000}, 60, torch::kUInt8), torch::full({3000}, 220, torch::kUInt8)});
-    const int t = otsu_threshold(g);
-    EXPECT_GT(t, 60);
-    EXPECT_LE(t, 220);
-    EXPECT_EQ(otsu_threshold(torch::full({100}, 255, torch::kUInt8)), 255);  // flat: nothing below
-}
-
-TEST(Slide, PyramidalTiffLevelsAndLazyPatchesEqualTheWholeDecode) {
+TEST(Slide, PyramidalTiffLevels) {
     TempDir dir("ips_slide");
     auto image = pattern_image(1100, 1700);
     const std::string tif = dir / "pyr.tif";
@@ -107,31 +61,27 @@ TEST(Slide, PyramidalTiffLevelsAndLazyPatchesEqualTheWholeDecode) {
     auto slide = slide_open(tif);
     const auto& L = slide_levels(*slide);
     ASSERT_GE(L.size(), 3u) << slide_loader(*slide);
+    EXPECT_EQ(L[0].width, 1700);
+    EXPECT_EQ(L[0].height, 1100);
     EXPECT_EQ(L[1].width, 850);
     EXPECT_NEAR(L[1].downsample, 2.0, 1e-9);
     EXPECT_NEAR(L[2].downsample, 4.0, 1e-9);
-
-    // Lossless: lazy patches of the full grid are exactly the whole decode's patches.
-    TileGrid grid = tile_grid_full(*slide, 0, 100, 100);
-    auto lazy = slide_source_make(slide, grid, 3, normalization_of(Normalize::imagenet));
-    auto eager = image_grid_source_make(image_read(tif, 3), {100, 100}, {100, 100}, normalization_of(Normalize::imagenet));
-    ASSERT_EQ(lazy->size(), eager->size());
-    ASSERT_EQ(lazy->size(), 11 * 17);
-    auto idx = torch::tensor({0, 5, 16, 17, 100, 186, 3}, torch::kLong);
-    EXPECT_TRUE(torch::allclose(lazy->read(idx), eager->read(idx), 0, 1e-6));
-    EXPECT_EQ(lazy->patch_origin(18)[0], 100);
-    EXPECT_EQ(lazy->patch_origin(18)[1], 100);
+    // Lossless: a level-0 region is exactly the same pixels of the whole decode.
+    auto region = slide_read_region(*slide, 0, 300, 200, 100, 100);
+    EXPECT_TRUE(torch::equal(region, image.slice(1, 200, 300).slice(2, 300, 400)));
     // Level 1 is the 2x2 average of level 0 (libvips builds its pyramid that way).
     auto l1 = slide_read_region(*slide, 1, 400, 200, 64, 64).to(torch::kFloat);
     auto l0 = slide_read_region(*slide, 0, 400, 200, 128, 128).to(torch::kFloat);
     auto pooled = torch::avg_pool2d(l0.unsqueeze(0), 2)[0];
     EXPECT_LE((l1 - pooled).abs().max().item<float>(), 1.0f);
-    // Resized, grey patches.
-    auto small = slide_source_make(slide, grid, 1, {}, 50);
-    EXPECT_EQ(small->read(idx).sizes(), (std::vector<int64_t>{7, 1, 50, 50}));
-    EXPECT_THROW(lazy->read(torch::tensor({187}, torch::kLong)), std::out_of_range);
+    // The full grid of a level: whole tiles only, row-major.
+    TileGrid grid = tile_grid_full(*slide, 0, 100, 100);
+    EXPECT_EQ(grid.cols, 17);
+    EXPECT_EQ(grid.rows, 11);
+    ASSERT_EQ(grid.coords.size(0), 11 * 17);
+    EXPECT_EQ(grid.coords[18][0].item<int64_t>(), 100);
+    EXPECT_EQ(grid.coords[18][1].item<int64_t>(), 100);
 }
-
 TEST(Slide, AlphaIsCompositedOnWhite) {
     TempDir dir("ips_slide_alpha");
     auto rgb = pattern_image(64, 64);
@@ -169,16 +119,6 @@ TEST(Slide, BadFilesAreNamed) {
         slide_read_region(*s, 0, 0, 0, 512, 512);
     });
     EXPECT_NE(e.find("cut.tif"), std::string::npos) << e;
-    // A white image has no tissue: the grid maker says so.
-    const std::string white = dir / "white.png";
-    vips_write(torch::full({3, 600, 600}, 250, torch::kUInt8), white);
-    Config cfg;
-    cfg.data.patch_size = cfg.data.patch_stride = {256, 256};
-    cfg.data.tissue = true;
-    auto ws = slide_open(white);
-    e = error_of([&] { tile_grid_make(*ws, cfg.data); });
-    EXPECT_NE(e.find("white.png"), std::string::npos) << e;
-    EXPECT_NE(e.find("no tile has tissue"), std::string::npos) << e;
 }
 
 // One case per format: the lazy region equals the whole-image decode of the same file.

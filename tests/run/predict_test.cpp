@@ -1,0 +1,152 @@
+// Prediction for one image file: probabilities per task, the selected patches best first with
+// their attention, the heat map drawn from them, the JSON the CLI prints, and heat map names.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+#include <set>
+
+#include "test_support.h"
+#include "ips/heatmap.h"
+#include "ips/image_io.h"
+#include "ips/predict.h"
+
+namespace fs = std::filesystem;
+using namespace ips;
+using test::error_of;
+using test::TempDir;
+
+namespace {
+
+// A tiny grey image model: 16 x 16 patches, M = 4 of them, two tasks.
+const char* kTinyImageYaml = R"(
+is_image: true
+enc_type: resnet18
+n_chan_in: 1
+n_res_blocks: 2
+encoder_width: 8
+img_size: [64, 80]
+patch_size: [16, 16]
+patch_stride: [16, 16]
+N: 20
+M: 4
+I: 6
+shuffle: false
+use_pos: true
+n_token: 2
+H: 2
+D: 16
+D_k: 8
+D_v: 8
+D_inner: 32
+dropout: 0
+attn_dropout: 0
+n_class: 3
+seed: 5
+tasks:
+  task0: {id: 0, name: kind, act_fn: softmax, metric: accuracy}
+  task1: {id: 1, name: tags, act_fn: sigmoid, metric: multilabel_accuracy}
+)";
+
+// A 64 x 80 grey PNG: dark with a bright square, so the patches differ.
+std::string image_write(const TempDir& dir) {
+    auto img = torch::full({1, 64, 80}, 20, torch::kUInt8);
+    img.index_put_({0, torch::indexing::Slice(16, 40), torch::indexing::Slice(40, 70)}, 230);
+    img.index_put_({0, torch::indexing::Slice(0, 64, 7)}, 120);  // stripes
+    const std::string path = dir / "slide_01.png";
+    png_write(path, img);
+    return path;
+}
+
+}  // namespace
+
+TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
+    const Config cfg = config_parse(kTinyImageYaml);
+    IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
+    TempDir dir("ips_predict_unit");
+    const std::string png = image_write(dir);
+    const std::string heat = dir / "heat.png";
+    const Prediction p = predict_image(net, cfg, torch::kCPU, png, heat);
+    EXPECT_EQ(p.input, png);
+    EXPECT_EQ(p.N, 4 * 5);  // the image's grid
+    EXPECT_EQ(p.task_names, (std::vector<std::string>{"kind", "tags"}));
+    ASSERT_EQ(p.probs.size(), 2u);
+    ASSERT_EQ(p.probs[0].size(), 3u);
+    ASSERT_EQ(p.probs[1].size(), 3u);
+    EXPECT_NEAR(std::accumulate(p.probs[0].begin(), p.probs[0].end(), 0.0), 1.0, 1e-6);  // softmax
+    for (double v : p.probs[1]) {  // sigmoid: each in (0, 1) on its own
+        EXPECT_GT(v, 0.0);
+        EXPECT_LT(v, 1.0);
+    }
+    // M distinct patches of the grid, most attended first; attention over them sums to one.
+    ASSERT_EQ(p.selected.size(), 4u);
+    ASSERT_EQ(p.scores.size(), 4u);
+    EXPECT_EQ(std::set<int64_t>(p.selected.begin(), p.selected.end()).size(), 4u);
+    for (int64_t n : p.selected) {
+        EXPECT_GE(n, 0);
+        EXPECT_LT(n, 20);
+    }
+    EXPECT_TRUE(std::is_sorted(p.scores.rbegin(), p.scores.rend()));
+    EXPECT_NEAR(std::accumulate(p.scores.begin(), p.scores.end(), 0.0), 1.0, 1e-5);
+
+    // The heat map is the image with the selected patches painted by their scores.
+    EXPECT_EQ(p.heatmap, heat);
+    std::vector<PatchBox> boxes;
+    for (size_t k = 0; k < p.selected.size(); ++k)
+        boxes.push_back({(p.selected[k] % 5) * 16, (p.selected[k] / 5) * 16, 16, 16, p.scores[k]});
+    const auto drawn = image_read(heat, 3);
+    EXPECT_EQ(drawn.sizes(), (std::vector<int64_t>{3, 64, 80}));
+    EXPECT_TRUE(torch::equal(drawn, heatmap_render(image_read(png, 1), boxes)));
+
+    // The same input, the same prediction; no heat map unless asked.
+    const Prediction again = predict_image(net, cfg, torch::kCPU, png);
+    EXPECT_EQ(again.selected, p.selected);
+    EXPECT_EQ(again.probs, p.probs);
+    EXPECT_TRUE(again.heatmap.empty());
+}
+
+TEST(Predict, JsonHasTheKeysTheCliPrints) {
+    Prediction p;
+    p.input = "a/b.png";
+    p.N = 20;
+    p.task_names = {"kind", "tags"};
+    p.probs = {{0.2, 0.3, 0.5}, {0.9, 0.1, 0.4}};
+    p.selected = {7, 2};
+    p.scores = {0.75, 0.25};
+    auto j = prediction_to_json(p);
+    EXPECT_EQ(j["image"].get<std::string>(), "a/b.png");
+    EXPECT_EQ(j["N"].get<int64_t>(), 20);
+    EXPECT_EQ(j["predictions"]["kind"].get<std::vector<double>>(), p.probs[0]);
+    EXPECT_EQ(j["predictions"]["tags"].get<std::vector<double>>(), p.probs[1]);
+    EXPECT_EQ(j["selected"].get<std::vector<int64_t>>(), p.selected);
+    EXPECT_EQ(j["scores"].get<std::vector<double>>(), p.scores);
+    EXPECT_FALSE(j.contains("heatmap"));
+    EXPECT_EQ(j.size(), 5u);
+    p.heatmap = "heat.png";
+    j = prediction_to_json(p);
+    EXPECT_EQ(j["heatmap"].get<std::string>(), "heat.png");
+}
+
+TEST(Predict, HeatmapPathForOneOrSeveralImages) {
+    EXPECT_EQ(heatmap_path_for("out/heat.png", "data/test/00001.png", 1), "out/heat.png");
+    EXPECT_EQ(heatmap_path_for("out/heat.png", "data/test/00001.png", 2), "out/heat_00001.png");
+    EXPECT_EQ(heatmap_path_for("heat.png", "/abs/slide.tif", 3), "heat_slide.png");
+    EXPECT_EQ(heatmap_path_for("out/attention", "x/img.jpg", 2), "out/attention_img");
+}
+
+TEST(Predict, UnreadableImagesAndFeatureConfigsAreRefused) {
+    Config cfg = config_parse(kTinyImageYaml);
+    IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
+    TempDir dir("ips_predict_unit_bad");
+    const std::string missing = dir / "missing.png";
+    std::string e = error_of([&] { predict_image(net, cfg, torch::kCPU, missing); });
+    EXPECT_NE(e.find(missing), std::string::npos) << e;
+    std::ofstream(dir / "broken.png") << "not a png";
+    e = error_of([&] { predict_image(net, cfg, torch::kCPU, dir / "broken.png", dir / "heat.png"); });
+    EXPECT_NE(e.find("broken.png"), std::string::npos) << e;
+    EXPECT_FALSE(fs::exists(dir / "heat.png"));
+    cfg.model.is_image = false;
+    e = error_of([&] { predict_image(net, cfg, torch::kCPU, image_write(dir)); });
+    EXPECT_NE(e.find("config key 'is_image'"), std::string::npos) << e;
+}
