@@ -150,5 +150,5 @@ if [ "$flavour" = cuda ]; then
     echo "check_debian13: cuda flavour compiled and linked; no tests run (no GPU, no cuDNN)"
     exit 0
 fi
-in_root bash -c "cd '$repo/$build' && nice -n 19 ctest --output-on-failure"
+in_root bash -c "cd '$repo/$build' && nice -n 19 ctest --output-on-failure --timeout 900 -j $jobs"
 timing "tests"

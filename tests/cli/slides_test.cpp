@@ -13,19 +13,13 @@
 
 namespace fs = std::filesystem;
 using ips::test::ips_run;
+using ips::test::lines_of;
 using ips::test::TempDir;
 
 namespace {
 
 const std::string kDir = IPS_SOURCE_DIR;
 std::string svs_path() { return ips::test::test_slide_path(); }
-
-std::vector<std::string> lines_of(const fs::path& p) {
-    std::ifstream in(p);
-    std::vector<std::string> out;
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-}
 
 nlohmann::json last_json(const std::string& output) {
     std::istringstream in(output);

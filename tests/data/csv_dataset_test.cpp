@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "test_support.h"
+#include "data/test_data.h"
 #include "ips/csv_dataset.h"
 #include "ips/dataset.h"
 #include "ips/feature_bag.h"
@@ -22,16 +23,7 @@ using test::TempDir;
 
 namespace {
 
-Config bag_config(const TempDir& dir) {
-    Config c;
-    c.data.dataset = "csv";
-    c.data.data_dir = dir.path.string();
-    c.model.is_image = false;
-    c.model.n_chan_in = 8;
-    c.model.n_class = 2;
-    c.model.tasks = {Task{0, "label", ActFn::softmax, Metric::auc}};
-    return c;
-}
+Config bag_config(const TempDir& dir) { return test::bag_dataset_config("csv", dir.path, 8, "label"); }
 
 Config image_config(const TempDir& dir) {
     Config c = bag_config(dir);

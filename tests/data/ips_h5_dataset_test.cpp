@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "test_support.h"
+#include "data/test_data.h"
 #include "ips/dataset.h"
 #include "ips/feature_bag.h"
 #include "ips/ips_h5_dataset.h"
@@ -13,16 +14,7 @@ using test::TempDir;
 
 namespace {
 
-Config bag_config(const TempDir& dir) {
-    Config c;
-    c.data.dataset = "ips_h5";
-    c.data.data_dir = dir.path.string();
-    c.model.is_image = false;
-    c.model.n_chan_in = 5;
-    c.model.n_class = 2;
-    c.model.tasks = {Task{0, "tumor", ActFn::softmax, Metric::auc}};
-    return c;
-}
+Config bag_config(const TempDir& dir) { return test::bag_dataset_config("ips_h5", dir.path, 5, "tumor"); }
 
 }  // namespace
 

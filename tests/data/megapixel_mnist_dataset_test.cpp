@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "test_support.h"
+#include "data/test_data.h"
 #include "ips/dataset.h"
 #include "ips/image_io.h"
 #include "ips/megapixel_mnist.h"
@@ -15,38 +16,11 @@
 namespace fs = std::filesystem;
 using namespace ips;
 using test::error_of;
+using test::mnist_small_generate;
+using test::mnist_small_options;
 using test::TempDir;
 
 namespace {
-
-std::string fashion_dir() {
-    const char* v = std::getenv("IPS_FASHION_MNIST_DIR");
-    return v && *v ? v : "/usr/share/datasets/fashion-mnist";
-}
-
-// Real digits, loaded once: the 10,000 Fashion-MNIST test images, halved into our train/test.
-const DigitSet& digits(const std::string& split) {
-    static const DigitSet all = mnist_digits_load(fashion_dir(), "test");
-    static const DigitSet train{all.images.slice(0, 0, 5000), all.labels.slice(0, 0, 5000)};
-    static const DigitSet test{all.images.slice(0, 5000), all.labels.slice(0, 5000)};
-    return split == "train" ? train : test;
-}
-
-MegapixelMnistOptions small_options(const fs::path& out, uint64_t seed = 7) {
-    MegapixelMnistOptions opt;
-    opt.out = out.string();
-    opt.width = 200;
-    opt.height = 160;
-    opt.n_train = 6;
-    opt.n_test = 3;
-    opt.seed = seed;
-    opt.threads = 2;
-    return opt;
-}
-
-void generate(const MegapixelMnistOptions& opt) {
-    megapixel_mnist_generate(opt, digits("train"), digits("test"), "idx");
-}
 
 Config dataset_config(const fs::path& dir) {
     Config cfg;
@@ -67,7 +41,7 @@ Config dataset_config(const fs::path& dir) {
 // Moved from megapixel_mnist_test.cpp.
 TEST(MegapixelMnistDataset, GetDecodesOneImageWithTargetsInTaskOrder) {
     TempDir dir;
-    generate(small_options(dir.path));
+    mnist_small_generate(mnist_small_options(dir.path));
     Config cfg = dataset_config(dir.path);
     std::swap(cfg.model.tasks[0], cfg.model.tasks[2]);  // order follows cfg.model.tasks, matched by name
     DatasetPtr ds = megapixel_mnist_dataset_make(cfg, "test");
@@ -99,7 +73,7 @@ TEST(MegapixelMnistDataset, GetDecodesOneImageWithTargetsInTaskOrder) {
 // Moved from megapixel_mnist_test.cpp.
 TEST(MegapixelMnistDataset, ConfigMismatchesNameTheKey) {
     TempDir dir;
-    generate(small_options(dir.path));
+    mnist_small_generate(mnist_small_options(dir.path));
     Config cfg = dataset_config(dir.path);
     cfg.data.N = 16;
     try {
@@ -132,7 +106,7 @@ TEST(MegapixelMnistDataset, ConfigMismatchesNameTheKey) {
 
 TEST(MegapixelMnistDataset, SplitsSizesAndIndicesThroughTheTable) {
     TempDir dir;
-    generate(small_options(dir.path));
+    mnist_small_generate(mnist_small_options(dir.path));
     const Config cfg = dataset_config(dir.path);
     auto train = dataset_open(cfg, "train");
     auto test = dataset_open(cfg, "test");
@@ -156,7 +130,7 @@ TEST(MegapixelMnistDataset, SplitsSizesAndIndicesThroughTheTable) {
 
 TEST(MegapixelMnistDataset, EachConfigMismatchNamesItsKey) {
     TempDir dir;
-    generate(small_options(dir.path));
+    mnist_small_generate(mnist_small_options(dir.path));
     auto key_of = [&](const Config& cfg) {
         try {
             megapixel_mnist_dataset_make(cfg, "train");

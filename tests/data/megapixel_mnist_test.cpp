@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "test_support.h"
+#include "data/test_data.h"
 #include "ips/image_io.h"
 #include "ips/megapixel_mnist.h"
 
@@ -18,19 +19,9 @@ using namespace ips;
 
 namespace {
 
-std::string fashion_dir() {
-    const char* v = std::getenv("IPS_FASHION_MNIST_DIR");
-    return v && *v ? v : "/usr/share/datasets/fashion-mnist";
-}
-
-// Real digits, loaded once: the 10,000 Fashion-MNIST test images, halved into our train/test.
-const DigitSet& digits(const std::string& split) {
-    static const DigitSet all = mnist_digits_load(fashion_dir(), "test");
-    static const DigitSet train{all.images.slice(0, 0, 5000), all.labels.slice(0, 0, 5000)};
-    static const DigitSet test{all.images.slice(0, 5000), all.labels.slice(0, 5000)};
-    return split == "train" ? train : test;
-}
-
+using test::fashion_digits;
+using test::mnist_small_generate;
+using test::mnist_small_options;
 using test::TempDir;
 
 std::string bytes_read(const fs::path& path) {
@@ -40,31 +31,15 @@ std::string bytes_read(const fs::path& path) {
     return s.str();
 }
 
-MegapixelMnistOptions small_options(const fs::path& out, uint64_t seed = 7) {
-    MegapixelMnistOptions opt;
-    opt.out = out.string();
-    opt.width = 200;
-    opt.height = 160;
-    opt.n_train = 6;
-    opt.n_test = 3;
-    opt.seed = seed;
-    opt.threads = 2;
-    return opt;
-}
-
-void generate(const MegapixelMnistOptions& opt) {
-    megapixel_mnist_generate(opt, digits("train"), digits("test"), "idx");
-}
-
 }  // namespace
 
 TEST(MegapixelMnist, SameSeedSameBytesAnyThreadCount) {
     TempDir a, b, c;
-    auto opt = small_options(a.path);
-    generate(opt);
+    auto opt = mnist_small_options(a.path);
+    mnist_small_generate(opt);
     opt.out = b.path.string();
     opt.threads = 1;
-    generate(opt);
+    mnist_small_generate(opt);
     for (const std::string split : {"train", "test"}) {
         auto records = megapixel_mnist_labels_read((a.path / split / "labels.csv").string());
         ASSERT_EQ(records.size(), split == "train" ? 6u : 3u);
@@ -74,7 +49,7 @@ TEST(MegapixelMnist, SameSeedSameBytesAnyThreadCount) {
     }
     EXPECT_EQ(bytes_read(a.path / "meta.json"), bytes_read(b.path / "meta.json"));
 
-    generate(small_options(c.path, 8));
+    mnist_small_generate(mnist_small_options(c.path, 8));
     EXPECT_NE(bytes_read(a.path / "train/labels.csv"), bytes_read(c.path / "train/labels.csv"));
     EXPECT_FALSE(torch::equal(image_read((a.path / "train/00000.png").string(), 1),
                               image_read((c.path / "train/00000.png").string(), 1)));
@@ -85,11 +60,11 @@ TEST(MegapixelMnist, SameSeedSameBytesAnyThreadCount) {
 
 TEST(MegapixelMnist, LabelsFollowFromPlacementsAndDigitsAreInTheImage) {
     TempDir dir;
-    auto opt = small_options(dir.path);
+    auto opt = mnist_small_options(dir.path);
     opt.n_train = 12;
-    generate(opt);
+    mnist_small_generate(opt);
     for (const std::string split : {"train", "test"}) {
-        const DigitSet& set = digits(split);
+        const DigitSet& set = fashion_digits(split);
         for (const auto& r : megapixel_mnist_labels_read((dir.path / split / "labels.csv").string())) {
             ASSERT_EQ(r.digits.size(), 5u);
             torch::Tensor image = image_read((dir.path / split / r.file).string(), 1);  // [1, H, W]
@@ -133,14 +108,14 @@ TEST(MegapixelMnist, LabelsFollowFromPlacementsAndDigitsAreInTheImage) {
 
 TEST(MegapixelMnist, WithoutNoiseTheImageIsExactlyTheDigits) {
     TempDir dir;
-    auto opt = small_options(dir.path);
+    auto opt = mnist_small_options(dir.path);
     opt.n_noise = 0;
-    generate(opt);
+    mnist_small_generate(opt);
     for (const auto& r : megapixel_mnist_labels_read((dir.path / "train/labels.csv").string())) {
         torch::Tensor image = image_read((dir.path / "train" / r.file).string(), 1)[0];  // [H, W]
         auto expect = torch::zeros_like(image);
         for (const auto& d : r.digits)
-            expect.slice(0, d.y, d.y + 28).slice(1, d.x, d.x + 28).copy_(digits("train").images[d.index]);
+            expect.slice(0, d.y, d.y + 28).slice(1, d.x, d.x + 28).copy_(fashion_digits("train").images[d.index]);
         EXPECT_TRUE(torch::equal(image, expect)) << r.file;
     }
 }
@@ -148,7 +123,7 @@ TEST(MegapixelMnist, WithoutNoiseTheImageIsExactlyTheDigits) {
 TEST(MegapixelMnist, RenderIsAFunctionOfSeedSplitIndex) {
     MegapixelMnistOptions opt;
     opt.width = opt.height = 120;
-    DigitPool pool = digit_pool_make(digits("train"), "fashion");
+    DigitPool pool = digit_pool_make(fashion_digits("train"), "fashion");
     std::vector<uint8_t> a, b, c;
     auto ra = megapixel_mnist_render(opt, pool, "train", 5, a);
     megapixel_mnist_render(opt, pool, "train", 4, c);  // other images in between change nothing
@@ -161,10 +136,10 @@ TEST(MegapixelMnist, RenderIsAFunctionOfSeedSplitIndex) {
 
 TEST(MegapixelMnist, RejectsTooSmallCanvasAndEmptyClass) {
     TempDir dir;
-    auto opt = small_options(dir.path);
+    auto opt = mnist_small_options(dir.path);
     opt.width = 60;
-    EXPECT_THROW(generate(opt), std::invalid_argument);
-    DigitSet no_sevens{digits("train").images, digits("train").labels.clone()};
+    EXPECT_THROW(mnist_small_generate(opt), std::invalid_argument);
+    DigitSet no_sevens{fashion_digits("train").images, fashion_digits("train").labels.clone()};
     no_sevens.labels.masked_fill_(no_sevens.labels == 7, 6);
     EXPECT_THROW(digit_pool_make(no_sevens, "x"), std::runtime_error);
 }
@@ -181,10 +156,10 @@ TEST(MegapixelMnist, GeneratesFromAnIdxSourceFolder) {
     };
     for (const std::string split : {"train", "test"}) {
         const std::string prefix = split == "train" ? "train" : "t10k";
-        idx_write(prefix + "-images-idx3-ubyte", digits(split).images.slice(0, 0, 300));
-        idx_write(prefix + "-labels-idx1-ubyte", digits(split).labels.slice(0, 0, 300).to(torch::kUInt8));
+        idx_write(prefix + "-images-idx3-ubyte", fashion_digits(split).images.slice(0, 0, 300));
+        idx_write(prefix + "-labels-idx1-ubyte", fashion_digits(split).labels.slice(0, 0, 300).to(torch::kUInt8));
     }
-    auto opt = small_options(out.path);
+    auto opt = mnist_small_options(out.path);
     opt.digits = src.path.string();
     megapixel_mnist_generate(opt);
     std::ifstream meta(out.path / "meta.json");
@@ -196,7 +171,7 @@ TEST(MegapixelMnist, GeneratesFromAnIdxSourceFolder) {
 
 TEST(MegapixelMnist, BadLabelsFileNamesFileAndLine) {
     TempDir dir;
-    generate(small_options(dir.path));
+    mnist_small_generate(mnist_small_options(dir.path));
     const fs::path labels = dir.path / "train/labels.csv";
     std::string text = bytes_read(labels);
     text.insert(text.find('\n', text.find('\n') + 1) + 1, "00099.png,1,2,3,0101\n");
@@ -215,7 +190,7 @@ TEST(MegapixelMnistCli, DataCommandWritesADataSet) {
     // The CLI takes a source folder; hand it the Fashion-MNIST IDX files through links.
     for (const char* name : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"})
-        fs::create_symlink(fs::path(fashion_dir()) / name, src.path / name);
+        fs::create_symlink(fs::path(test::fashion_mnist_dir()) / name, src.path / name);
     const std::string cmd = std::string(IPS_BINARY) + " data megapixel-mnist --digits " + src.path.string() +
                             " --out " + out.path.string() +
                             " --width 100 --height 90 --n-train 3 --n-test 2 --n-noise 5 --seed 3 2>&1";

@@ -42,21 +42,24 @@ void fill_distinct(torch::nn::Sequential& trunk) {
 }  // namespace
 
 TEST(Torchvision, KeyMappingFollowsTheTrunkNumbering) {
-    EXPECT_EQ(trunk_key_from_torchvision("conv1.weight", 4), "0.weight");
-    EXPECT_EQ(trunk_key_from_torchvision("bn1.running_mean", 4), "1.running_mean");
-    EXPECT_EQ(trunk_key_from_torchvision("bn1.num_batches_tracked", 2), "1.num_batches_tracked");
-    EXPECT_EQ(trunk_key_from_torchvision("layer1.0.conv1.weight", 2), "4.0.conv1.weight");
-    EXPECT_EQ(trunk_key_from_torchvision("layer2.1.downsample.0.weight", 2), "5.1.downsample.0.weight");
-    EXPECT_EQ(trunk_key_from_torchvision("layer3.1.bn2.bias", 4), "6.1.bn2.bias");
-    EXPECT_EQ(trunk_key_from_torchvision("layer4.0.downsample.1.weight", 4), "7.0.downsample.1.weight");
-    // Stages a two-stage trunk lacks, and the classifier, are not loaded.
-    EXPECT_EQ(trunk_key_from_torchvision("layer3.1.bn2.bias", 2), "");
-    EXPECT_EQ(trunk_key_from_torchvision("layer4.0.conv1.weight", 2), "");
-    EXPECT_EQ(trunk_key_from_torchvision("fc.weight", 4), "");
-    EXPECT_EQ(trunk_key_from_torchvision("fc.bias", 2), "");
-    // Not a ResNet key: kept, so that a strict load reports it as unexpected.
-    EXPECT_EQ(trunk_key_from_torchvision("classifier.weight", 4), "classifier.weight");
-    EXPECT_EQ(trunk_key_from_torchvision("layer10.weight", 4), "layer10.weight");
+    struct Case {
+        const char* torchvision;
+        int n_res_blocks;
+        const char* trunk;
+    };
+    const Case cases[] = {
+        {"conv1.weight", 4, "0.weight"}, {"bn1.running_mean", 4, "1.running_mean"},
+        {"bn1.num_batches_tracked", 2, "1.num_batches_tracked"}, {"layer1.0.conv1.weight", 2, "4.0.conv1.weight"},
+        {"layer2.1.downsample.0.weight", 2, "5.1.downsample.0.weight"}, {"layer3.1.bn2.bias", 4, "6.1.bn2.bias"},
+        {"layer4.0.downsample.1.weight", 4, "7.0.downsample.1.weight"},
+        // Stages a two-stage trunk lacks, and the classifier, are not loaded.
+        {"layer3.1.bn2.bias", 2, ""}, {"layer4.0.conv1.weight", 2, ""}, {"fc.weight", 4, ""}, {"fc.bias", 2, ""},
+        // Not a ResNet key: kept, so that a strict load reports it as unexpected.
+        {"classifier.weight", 4, "classifier.weight"}, {"layer10.weight", 4, "layer10.weight"},
+    };
+    for (const Case& c : cases)
+        EXPECT_EQ(trunk_key_from_torchvision(c.torchvision, c.n_res_blocks), c.trunk)
+            << c.torchvision << " with " << c.n_res_blocks << " stages";
 }
 
 TEST(Torchvision, SavedTrunkLoadsBackExactly) {

@@ -7,15 +7,12 @@
 #include <fstream>
 
 #include "test_support.h"
-#include "test_images.h"
+#include "io/test_images.h"
 #include "ips/image_io.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
-using ips::test::error_of;
-using ips::test::pattern_image;
-using ips::test::TempDir;
-using ips::test::vips_write;
+using namespace ips::test;
 
 namespace {
 

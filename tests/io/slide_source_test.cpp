@@ -6,26 +6,14 @@
 #include <filesystem>
 
 #include "test_support.h"
-#include "test_images.h"
+#include "io/test_images.h"
 #include "ips/image_io.h"
 #include "ips/slide.h"
 #include "ips/slide_source.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
-using ips::test::error_of;
-using ips::test::pattern_image;
-using ips::test::TempDir;
-using ips::test::vips_write;
-
-namespace {
-
-std::string svs_path() { return ips::test::test_slide_path(); }
-
-#define REQUIRE_SVS() \
-    if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
-
-}  // namespace
+using namespace ips::test;
 
 TEST(SlideSource, AperioTilesAreTheRegionsScaledToOne) {
     REQUIRE_SVS();
@@ -104,9 +92,7 @@ TEST(SlideSource, BadSettingsAreRefused) {
 // whole decode, also grey and resized.
 TEST(SlideSource, LazyPatchesEqualTheWholeDecode) {
     TempDir dir("ips_slide_source");
-    auto image = pattern_image(1100, 1700);
-    const std::string tif = dir / "pyr.tif";
-    vips_write(image, tif + "[tile,tile-width=128,tile-height=128,pyramid,compression=deflate]");
+    const auto [image, tif] = pattern_pyramid_write(dir);
     auto slide = slide_open(tif);
     TileGrid grid = tile_grid_full(*slide, 0, 100, 100);
     auto lazy = slide_source_make(slide, grid, 3, normalization_of(Normalize::imagenet));

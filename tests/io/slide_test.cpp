@@ -9,27 +9,14 @@
 #include <fstream>
 
 #include "test_support.h"
-#include "test_images.h"
+#include "io/test_images.h"
 #include "ips/image_io.h"
 #include "ips/slide.h"
 #include "ips/slide_source.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
-using ips::test::TempDir;
-
-using ips::test::error_of;
-using ips::test::pattern_image;
-using ips::test::vips_write;
-
-namespace {
-
-std::string svs_path() { return ips::test::test_slide_path(); }
-
-#define REQUIRE_SVS() \
-    if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
-
-}  // namespace
+using namespace ips::test;
 
 TEST(Slide, ReadsTheAperioSlideThroughOpenSlide) {
     REQUIRE_SVS();
@@ -55,9 +42,7 @@ TEST(Slide, ReadsTheAperioSlideThroughOpenSlide) {
 
 TEST(Slide, PyramidalTiffLevels) {
     TempDir dir("ips_slide");
-    auto image = pattern_image(1100, 1700);
-    const std::string tif = dir / "pyr.tif";
-    vips_write(image, tif + "[tile,tile-width=128,tile-height=128,pyramid,compression=deflate]");
+    const auto [image, tif] = pattern_pyramid_write(dir);
     auto slide = slide_open(tif);
     const auto& L = slide_levels(*slide);
     ASSERT_GE(L.size(), 3u) << slide_loader(*slide);
@@ -158,7 +143,7 @@ TEST(Slide, EveryFormatReadsRegionsEqualToTheWholeDecode) {
 TEST(Slide, TilesOfACoarseLevelWithAFractionalDownsample) {
     TempDir dir("ips_slide_odd");
     const std::string tif = dir / "odd.tif";
-    vips_write(pattern_image(777, 1001), tif + "[tile,tile-width=64,tile-height=64,pyramid,compression=deflate]");
+    vips_pyramid_write(pattern_image(777, 1001), tif, 64);
     auto slide = slide_open(tif);
     ASSERT_GE(slide_levels(*slide).size(), 2u);
     const auto& L1 = slide_levels(*slide)[1];

@@ -1,12 +1,14 @@
-// Images the io tests write with libvips: a pattern with detail at every scale, in any format
-// libvips saves (the file name's suffix and [options] choose it).
+// Images the io tests read: a pattern with detail at every scale, written by libvips in any format
+// it saves (the file name's suffix and [options] choose it), and the real Aperio slide.
 #pragma once
 
 #include <torch/torch.h>
 #include <vips/vips8>
 
+#include <filesystem>
 #include <string>
 
+#include "test_support.h"
 #include "ips/image_io.h"
 
 namespace ips::test {
@@ -34,4 +36,29 @@ inline void vips_write(const torch::Tensor& chw, const std::string& path, vips::
     img.write_to_file(path.c_str(), options);
 }
 
+// A lossless tiled pyramid of [C, H, W] uint8, levels 2x apart: exact pixels at level 0.
+inline void vips_pyramid_write(const torch::Tensor& chw, const std::string& path, int tile = 128) {
+    const std::string t = std::to_string(tile);
+    vips_write(chw, path + "[tile,tile-width=" + t + ",tile-height=" + t + ",pyramid,compression=deflate]");
+}
+
+// A 1100 x 1700 pattern and its pyramid "pyr.tif" in `dir`, 128-pixel tiles: three levels or more.
+struct PatternPyramid {
+    torch::Tensor image;
+    std::string path;
+};
+
+inline PatternPyramid pattern_pyramid_write(const TempDir& dir) {
+    PatternPyramid p{pattern_image(1100, 1700), dir / "pyr.tif"};
+    vips_pyramid_write(p.image, p.path);
+    return p;
+}
+
+inline std::string svs_path() { return test_slide_path(); }
+
 }  // namespace ips::test
+
+// A missing slide fails the test rather than skipping it, so that a broken setup cannot pass.
+#define REQUIRE_SVS()                                      \
+    if (!std::filesystem::exists(ips::test::svs_path())) \
+    GTEST_FAIL() << "the Aperio test slide is missing: " << ips::test::svs_path()

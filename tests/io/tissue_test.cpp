@@ -5,22 +5,15 @@
 #include <filesystem>
 
 #include "test_support.h"
-#include "test_images.h"
+#include "io/test_images.h"
 #include "ips/slide.h"
 #include "ips/tissue.h"
 
 namespace fs = std::filesystem;
 using namespace ips;
-using ips::test::error_of;
-using ips::test::TempDir;
-using ips::test::vips_write;
+using namespace ips::test;
 
 namespace {
-
-std::string svs_path() { return ips::test::test_slide_path(); }
-
-#define REQUIRE_SVS() \
-    if (!fs::exists(svs_path())) GTEST_FAIL() << "the Aperio test slide is missing: " << svs_path()
 
 torch::Tensor values(std::vector<std::pair<int, int64_t>> value_count) {
     std::vector<torch::Tensor> parts;

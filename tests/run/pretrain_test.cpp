@@ -23,14 +23,9 @@ using test::TempDir;
 
 namespace {
 
-std::string fashion_dir() {
-    const char* v = std::getenv("IPS_FASHION_MNIST_DIR");
-    return v && *v ? v : "/usr/share/datasets/fashion-mnist";
-}
-
 // A 128 x 128 Megapixel MNIST of 4 + 2 images from the first Fashion-MNIST test digits.
 void generate(const fs::path& out) {
-    const DigitSet all = mnist_digits_load(fashion_dir(), "test");
+    const DigitSet all = mnist_digits_load(test::fashion_mnist_dir(), "test");
     const DigitSet train{all.images.slice(0, 0, 600), all.labels.slice(0, 0, 600)};
     const DigitSet test{all.images.slice(0, 600, 1200), all.labels.slice(0, 600, 1200)};
     MegapixelMnistOptions opt;

@@ -15,18 +15,12 @@
 namespace fs = std::filesystem;
 using namespace ips;
 using test::error_of;
+using test::lines_of;
 using test::TempDir;
 
 namespace {
 
 std::string svs_path() { return ips::test::test_slide_path(); }
-
-std::vector<std::string> lines_of(const fs::path& p) {
-    std::ifstream in(p);
-    std::vector<std::string> out;
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
-}
 
 }  // namespace
 

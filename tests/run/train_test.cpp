@@ -6,10 +6,12 @@
 
 #include "ips/step.h"
 #include "ips/train.h"
+#include "test_support.h"
 #include "test_util.h"
 
 using namespace ips;
 namespace fs = std::filesystem;
+using test::lines_of;
 
 namespace {
 
@@ -18,13 +20,6 @@ fs::path temp_dir(const std::string& name) {
     fs::remove_all(p);
     fs::create_directories(p);
     return p;
-}
-
-std::vector<std::string> lines_of(const fs::path& p) {
-    std::ifstream in(p);
-    std::vector<std::string> out;
-    for (std::string l; std::getline(in, l);) out.push_back(l);
-    return out;
 }
 
 // Drops the wall-clock field so that runs can be compared line by line.
