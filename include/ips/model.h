@@ -13,8 +13,8 @@ namespace ips {
 
 // ResNet trunk in torchvision layout as a numbered Sequential:
 // 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4 layer1, 5 layer2, [6 layer3, 7 layer4], avgpool, flatten.
-// width: channels of the first stage (64 in
-// torchvision; narrower trunks are cheaper on CPUs). Output: [n, out_dim].
+// width: channels of the first stage (64 in torchvision; narrower trunks are cheaper on CPUs).
+// Output: [n, out_dim].
 torch::nn::Sequential resnet_trunk_make(EncoderType enc_type, int64_t n_chan_in,
                                         int n_res_blocks, int64_t* out_dim, int64_t width = 64);
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Peer of tests/src/torch_file_test.cpp: real PyTorch files for the C++ reader, and checks of
+"""Peer of tests/interop/torch_file_test.cpp: real PyTorch files for the C++ reader, and checks of
 the files the C++ writer produced.
 
   make_state_dicts.py make  DIR   write *.pth files, expected.json and raw trunk inputs/outputs
