@@ -35,7 +35,7 @@ std::string cudnn_version_text(long v) {
 std::string runtime_versions() {
     std::string s = std::string("ips ") + IPS_VERSION + "\n";
     s += std::string("libtorch ") + TORCH_VERSION;
-    // A libtorch without CUDA answers these through stubs that throw.
+    // A libtorch without CUDA answers these through placeholder hooks that throw.
     const auto& hooks = at::detail::getCUDAHooks();
     try {
         s += ", CUDA " + cuda_version_text(hooks.versionCUDART());
