@@ -13,7 +13,7 @@
 # "-cuda", as libtorch-cuda-dev conflicts with libtorch-dev). Builds go to build-debian13-<flavour>/
 # in the checkout, at nice 19 with IPS_JOBS (default 2) jobs, so they do not starve other work.
 #
-# Measured on 2 busy cores: cpu from nothing 25 s debootstrap + 4 min packages (about 550) +
+# Measured on 2 busy cores (docs/BENCHMARKS.md): cpu from nothing 25 s debootstrap + 4 min packages (about 550) +
 # 15.5 min build + 4.5 min tests (103); cuda 75 s + 7 min packages (11 GB root) + 17 min build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
