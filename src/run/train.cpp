@@ -136,8 +136,13 @@ void run_open(Run& run) {
         throw std::runtime_error("the training split of '" + cfg.data.dataset + "' is empty");
     run.net = net_make(cfg.model, cfg.compute, cfg.seed);
     // A resumed run's last.pt holds everything the initial weights became.
-    if (!run.opt.resume && run.opt.init_weights.empty()) initial_weights_apply(run.net);
-    if (!run.opt.init_weights.empty() && !run.opt.resume) weights_load(run.opt.init_weights, run.net);
+    if (run.opt.resume) {
+        // Loaded from last.pt below, after the move to the device (with the optimizer state).
+    } else if (!run.opt.init_weights.empty()) {
+        weights_load(run.opt.init_weights, run.net);
+    } else {
+        initial_weights_apply(run.net);
+    }
     net_to(run.net, run.opt.device);
     run.optimizer = optimizer_make(run.net, cfg.train);
     // A partial last batch is trained on.
