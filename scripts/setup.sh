@@ -30,7 +30,8 @@ packages=(
 )
 case "$flavour" in
   # OpenBLAS: with Debian's reference BLAS libtorch's matrix products are ~30x slower.
-  debian) packages+=(libtorch-dev libopenblas0-pthread libopenblas-dev python3-torch python3-torchvision) ;;
+  # libgloo-dev: the gloo headers that c10d's ProcessGroupGloo.hpp includes (distributed runs).
+  debian) packages+=(libtorch-dev libgloo-dev libopenblas0-pthread libopenblas-dev python3-torch python3-torchvision) ;;
   # nvidia-cudnn (a dependency) fetches cuDNN from NVIDIA while installing: it needs the internet.
   # libgloo-dev conflicts with the CUDA build; libgloo-cuda-dev is its pair.
   cuda) packages+=(libtorch-cuda-dev libgloo-cuda-dev nvidia-cuda-toolkit libopenblas0-pthread) ;;

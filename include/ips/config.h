@@ -108,6 +108,9 @@ struct TrainOptions {
     double lr = 1e-3;
     double wd = 0.1;
     double eps = 1e-6;       // log(p + eps) in the softmax tasks' loss
+    // Data-parallel runs: BatchNorm statistics over the patches of every rank (all-reduced in the
+    // forward and backward passes) instead of each rank's own (docs/DISTRIBUTED.md).
+    bool sync_bn = false;
 };
 
 struct Config {

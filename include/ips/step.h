@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "ips/dataset.h"
+#include "ips/distributed.h"
 #include "ips/model.h"
 #include "ips/select.h"
 
@@ -53,12 +54,24 @@ struct StepCounter {
     int64_t steps_per_epoch = 1;
 };
 
+// This rank's part of a data-parallel step: the job, and the weight of its examples in the global
+// batch (its count over the batch's count; 0 for a stand-in forward on a rank whose share of the
+// batch is empty). No group: one process, weight 1.
+struct StepShare {
+    DistGroup* group = nullptr;
+    double weight = 1.0;
+};
+
 // One optimizer step on the examples: selection (no gradients), gather, forward in train mode,
 // loss, finite check, learning rate of the schedule, backward, AdamW step. Advances `counter`.
-// Returns the loss.
+// Returns the loss of the (global) batch.
+// In a job each rank back-propagates weight x its loss and the gradients are summed over the ranks
+// (gradients_allreduce), which is the gradient of the global batch's mean loss; the finite check
+// then runs on the global loss, so every rank stops at the same step, and BatchNorm buffers are
+// copied from rank 0 unless cfg.train.sync_bn already keeps them equal.
 double train_step(IPSNet& net, torch::optim::Optimizer& optimizer, const Config& cfg,
                   const std::vector<Example>& examples, const torch::Device& device, std::mt19937_64& rng,
-                  StepCounter& counter);
+                  StepCounter& counter, const StepShare& share = {});
 
 struct Inference {
     Batch batch;

@@ -32,3 +32,17 @@ int64_t cuda_peak_bytes(const torch::Device& device);
 std::vector<std::string> cuda_device_names();
 
 }  // namespace ips::compat
+
+// c10d, for distributed.cpp alone (its headers are heavy): a Gloo or NCCL process group is a
+// c10d::ProcessGroup in 1.13 and a c10d::Backend (wrapped by a ProcessGroup) from 2.0 on. ips holds
+// the Gloo / NCCL object itself, so only the name of its base differs.
+#ifdef IPS_COMPAT_C10D
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+namespace ips::compat {
+#if IPS_TORCH_AT_LEAST(2, 0)
+using CommBackend = c10d::Backend;
+#else
+using CommBackend = c10d::ProcessGroup;
+#endif
+}  // namespace ips::compat
+#endif

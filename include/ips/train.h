@@ -3,6 +3,7 @@
 #pragma once
 
 #include "ips/dataset.h"
+#include "ips/distributed.h"
 #include "ips/model.h"
 
 namespace ips {
@@ -15,8 +16,11 @@ struct EvalResult {
     double score() const;  // mean of task metrics: what "best" checkpoints are chosen by
 };
 
-// Loss and metrics of the net on every example of `data`, B at a time, with infer_step.
-EvalResult evaluate(IPSNet& net, const Config& cfg, Dataset& data, const torch::Device& device, bool progress);
+// Loss and metrics of the net on every example of `data`, B at a time, with infer_step. In a job
+// (group) each rank evaluates its share (share_of) and every rank gets the metrics of the whole
+// set: summed losses and the gathered predictions, so AUC sees every example.
+EvalResult evaluate(IPSNet& net, const Config& cfg, Dataset& data, const torch::Device& device, bool progress,
+                    DistGroup* group = nullptr);
 
 // "test loss 0.41, majority accuracy 0.9200, ...": one line for people.
 std::string eval_summary(const std::vector<Task>& tasks, const EvalResult& r);
@@ -29,6 +33,7 @@ struct RunOptions {
     bool progress = true;       // progress bar on stderr
     int stop_after_epoch = -1;  // end this run after that epoch (1-based), as if interrupted
     std::string init_weights;   // start from these weights (weights_load: ours or reference layout)
+    DistGroupPtr dist;          // a data-parallel job (dist_init); null: one process
 };
 
 struct EpochRecord {
@@ -39,6 +44,8 @@ struct EpochRecord {
 
 // Trains cfg on dataset_open(cfg, "train"), evaluating on "test" after every epoch.
 // Writes out_dir/{config.yaml, metrics.jsonl, last.pt, best.pt}. Returns the epochs run here.
+// In a job the global batch B is split over the ranks (B must divide by the world size), rank 0
+// alone writes, and a checkpoint resumes on any number of ranks (docs/DISTRIBUTED.md).
 std::vector<EpochRecord> train_run(const Config& cfg, const RunOptions& opt);
 
 }  // namespace ips

@@ -173,6 +173,7 @@ const std::vector<KeySpec>& key_table() {
         field_key("tissue", &C::data, &D::tissue),
         field_key("tissue_min", &C::data, &D::tissue_min),
         field_key("eps", &C::train, &T::eps),
+        field_key("sync_bn", &C::train, &T::sync_bn),
         {"seed", [](C& c, const YAML::Node& n) { c.seed = scalar_as<int64_t>(n, "seed", "an integer"); },
          [](const C& c, YAML::Emitter& e) { e << YAML::Key << "seed" << YAML::Value << c.seed; }},
         field_key("is_image", &C::model, &Mo::is_image),

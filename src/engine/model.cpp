@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "ips/batchnorm.h"
 #include "ips/precision.h"
 
 namespace ips {
@@ -17,12 +18,12 @@ nn::Conv2d conv_make(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t
 struct BasicBlockImpl : nn::Module {
     BasicBlockImpl(int64_t in, int64_t planes, int64_t stride) {
         conv1 = register_module("conv1", conv_make(in, planes, 3, stride, 1));
-        bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+        bn1 = register_module("bn1", BatchNorm(planes));
         conv2 = register_module("conv2", conv_make(planes, planes, 3, 1, 1));
-        bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+        bn2 = register_module("bn2", BatchNorm(planes));
         if (stride != 1 || in != planes) {
             downsample = register_module(
-                "downsample", nn::Sequential(conv_make(in, planes, 1, stride, 0), nn::BatchNorm2d(planes)));
+                "downsample", nn::Sequential(conv_make(in, planes, 1, stride, 0), BatchNorm(planes)));
         }
     }
     torch::Tensor forward(torch::Tensor x) {
@@ -32,7 +33,7 @@ struct BasicBlockImpl : nn::Module {
         return torch::relu(out + identity);
     }
     nn::Conv2d conv1{nullptr}, conv2{nullptr};
-    nn::BatchNorm2d bn1{nullptr}, bn2{nullptr};
+    BatchNorm bn1{nullptr}, bn2{nullptr};
     nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(BasicBlock);
@@ -42,14 +43,14 @@ struct BottleneckImpl : nn::Module {
     BottleneckImpl(int64_t in, int64_t planes, int64_t stride) {
         int64_t out = planes * 4;
         conv1 = register_module("conv1", conv_make(in, planes, 1, 1, 0));
-        bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+        bn1 = register_module("bn1", BatchNorm(planes));
         conv2 = register_module("conv2", conv_make(planes, planes, 3, stride, 1));
-        bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+        bn2 = register_module("bn2", BatchNorm(planes));
         conv3 = register_module("conv3", conv_make(planes, out, 1, 1, 0));
-        bn3 = register_module("bn3", nn::BatchNorm2d(out));
+        bn3 = register_module("bn3", BatchNorm(out));
         if (stride != 1 || in != out) {
             downsample = register_module(
-                "downsample", nn::Sequential(conv_make(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
+                "downsample", nn::Sequential(conv_make(in, out, 1, stride, 0), BatchNorm(out)));
         }
     }
     torch::Tensor forward(torch::Tensor x) {
@@ -60,7 +61,7 @@ struct BottleneckImpl : nn::Module {
         return torch::relu(out + identity);
     }
     nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-    nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+    BatchNorm bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
     nn::Sequential downsample{nullptr};
 };
 TORCH_MODULE(Bottleneck);
@@ -94,7 +95,7 @@ void resnet_init(nn::Module& m) {
     for (auto& mod : m.modules(/*include_self=*/true)) {
         if (auto* conv = mod->as<nn::Conv2d>()) {
             nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-        } else if (auto* bn = mod->as<nn::BatchNorm2d>()) {
+        } else if (auto* bn = mod->as<BatchNorm>()) {
             nn::init::ones_(bn->weight);
             nn::init::zeros_(bn->bias);
         }
@@ -105,10 +106,10 @@ void resnet_init(nn::Module& m) {
 // conv(x, W·s) + (β − μ·s), s = γ / sqrt(σ² + ε). The same function with one pass over each
 // activation instead of two (with the in-place ReLU below: Megapixel MNIST selection + forward of
 // B = 2 on 2 cores 900 -> 684 ms, docs/BENCHMARKS.md). Used only without gradients in eval mode.
-torch::Tensor conv_bn_folded(const torch::Tensor& x, const nn::Conv2d& conv, const nn::BatchNorm2d& bn) {
-    auto scale = bn->weight / torch::sqrt(bn->running_var + bn->options.eps());  // [C_out]
+torch::Tensor conv_bn_folded(const torch::Tensor& x, const nn::Conv2d& conv, const BatchNormImpl& bn) {
+    auto scale = bn.weight / torch::sqrt(bn.running_var + bn.eps);  // [C_out]
     auto w = conv->weight * scale.view({-1, 1, 1, 1});
-    auto b = bn->bias - bn->running_mean * scale;
+    auto b = bn.bias - bn.running_mean * scale;
     // Every trunk convolution pads by half its kernel (conv_make); reading the options' padding
     // variant differs between libtorch versions.
     const int64_t pad = conv->weight.size(2) / 2;
@@ -117,7 +118,7 @@ torch::Tensor conv_bn_folded(const torch::Tensor& x, const nn::Conv2d& conv, con
 
 torch::Tensor downsample_folded(const nn::Sequential& ds, const torch::Tensor& x) {
     return conv_bn_folded(x, nn::Conv2d(std::dynamic_pointer_cast<nn::Conv2dImpl>(ds->ptr(0))),
-                          nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(ds->ptr(1))));
+                          *std::dynamic_pointer_cast<BatchNormImpl>(ds->ptr(1)));
 }
 
 // In place where possible: each elementwise pass over a fresh buffer costs about as much as a
@@ -125,15 +126,15 @@ torch::Tensor downsample_folded(const nn::Sequential& ds, const torch::Tensor& x
 torch::Tensor block_folded(const std::shared_ptr<nn::Module>& block, const torch::Tensor& x) {
     if (auto* b = dynamic_cast<BasicBlockImpl*>(block.get())) {
         auto identity = b->downsample ? downsample_folded(b->downsample, x) : x;
-        auto out = conv_bn_folded(x, b->conv1, b->bn1).relu_();
-        return conv_bn_folded(out, b->conv2, b->bn2).add_(identity).relu_();
+        auto out = conv_bn_folded(x, b->conv1, *b->bn1).relu_();
+        return conv_bn_folded(out, b->conv2, *b->bn2).add_(identity).relu_();
     }
     auto* b = dynamic_cast<BottleneckImpl*>(block.get());
     TORCH_CHECK(b, "unexpected module in a ResNet stage");
     auto identity = b->downsample ? downsample_folded(b->downsample, x) : x;
-    auto out = conv_bn_folded(x, b->conv1, b->bn1).relu_();
-    out = conv_bn_folded(out, b->conv2, b->bn2).relu_();
-    return conv_bn_folded(out, b->conv3, b->bn3).add_(identity).relu_();
+    auto out = conv_bn_folded(x, b->conv1, *b->bn1).relu_();
+    out = conv_bn_folded(out, b->conv2, *b->bn2).relu_();
+    return conv_bn_folded(out, b->conv3, *b->bn3).add_(identity).relu_();
 }
 
 }  // namespace
@@ -145,7 +146,7 @@ torch::nn::Sequential resnet_trunk_make(EncoderType enc_type, int64_t n_chan_in,
                                                                      : std::vector<int>{3, 4, 6, 3};
     nn::Sequential trunk;
     trunk->push_back(conv_make(n_chan_in, width, 7, 2, 3));
-    trunk->push_back(nn::BatchNorm2d(width));
+    trunk->push_back(BatchNorm(width));
     trunk->push_back(nn::ReLU(nn::ReLUOptions().inplace(true)));
     trunk->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(3).stride(2).padding(1)));
     int64_t in = width;
@@ -162,7 +163,7 @@ torch::nn::Sequential resnet_trunk_make(EncoderType enc_type, int64_t n_chan_in,
 torch::Tensor resnet_trunk_forward_folded(torch::nn::Sequential trunk, const torch::Tensor& x) {
     // Layout of resnet_trunk_make: 0 conv1, 1 bn1, 2 relu, 3 maxpool, stages, avgpool, flatten.
     auto h = conv_bn_folded(x, nn::Conv2d(std::dynamic_pointer_cast<nn::Conv2dImpl>(trunk->ptr(0))),
-                            nn::BatchNorm2d(std::dynamic_pointer_cast<nn::BatchNorm2dImpl>(trunk->ptr(1))))
+                            *std::dynamic_pointer_cast<BatchNormImpl>(trunk->ptr(1)))
                  .relu_();
     h = std::dynamic_pointer_cast<nn::MaxPool2dImpl>(trunk->ptr(3))->forward(h);
     for (size_t i = 4; i + 2 < trunk->size(); ++i)
@@ -173,7 +174,7 @@ torch::Tensor resnet_trunk_forward_folded(torch::nn::Sequential trunk, const tor
 torch::nn::Sequential projector_make(int64_t n_features, int64_t D) {
     return nn::Sequential(
         nn::LayerNorm(nn::LayerNormOptions({n_features}).eps(1e-5).elementwise_affine(false)),
-        nn::Linear(n_features, D), nn::BatchNorm1d(D), nn::ReLU());
+        nn::Linear(n_features, D), BatchNorm(D), nn::ReLU());
 }
 
 torch::Tensor pos_enc_1d(const torch::Tensor& idx, int64_t D) {

@@ -72,17 +72,26 @@ void optimizer_lr_set(torch::optim::Optimizer& optimizer, double lr) {
 
 double train_step(IPSNet& net, torch::optim::Optimizer& optimizer, const Config& cfg,
                   const std::vector<Example>& examples, const torch::Device& device, std::mt19937_64& rng,
-                  StepCounter& counter) {
+                  StepCounter& counter, const StepShare& share) {
     net->train();
     Batch batch = batch_make(net, cfg, examples, device, rng, /*train=*/true);
     auto logits = net->forward(batch.patches, batch.idx, batch.valid);
     auto loss = loss_compute(cfg.model.tasks, cfg.train.eps, logits, batch.targets);
-    const double value = loss.item<double>();
-    if (!std::isfinite(value))
-        throw NonFiniteLoss("training loss is " + std::to_string(value) + " at step " + std::to_string(counter.step + 1));
+    double value = loss.item<double>();
+    const auto non_finite = [&] {
+        return NonFiniteLoss("training loss is " + std::to_string(value) + " at step " + std::to_string(counter.step + 1));
+    };
+    if (!share.group && !std::isfinite(value)) throw non_finite();
     optimizer_lr_set(optimizer, lr_at(cfg.train, counter.step, counter.steps_per_epoch));
     optimizer.zero_grad();
-    loss.backward();
+    if (share.group) {
+        (loss * share.weight).backward();
+        value = gradients_allreduce(*share.group, net->parameters(), value * share.weight);
+        if (!std::isfinite(value)) throw non_finite();
+        if (!cfg.train.sync_bn) module_broadcast(*share.group, *net, /*parameters=*/false);
+    } else {
+        loss.backward();
+    }
     optimizer.step();
     ++counter.step;
     return value;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 namespace ips {
@@ -17,6 +18,14 @@ void text_write_atomic(const std::string& path, const std::string& text) {
         fs::remove(tmp, ec);
         throw std::runtime_error("cannot write '" + path + "'");
     }
+}
+
+std::string file_read(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in.is_open()) throw std::runtime_error("cannot open '" + path + "'");
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (in.bad()) throw std::runtime_error("cannot read '" + path + "'");
+    return bytes;
 }
 
 }  // namespace ips
