@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "ips/runtime.h"
 
@@ -34,7 +35,8 @@ Config config_args_load(const ConfigArgs& a) {
     if (a.seed >= 0) sets.push_back("seed=" + std::to_string(a.seed));
     std::vector<std::string> ignored;
     Config cfg = config_load(a.path, sets, &ignored);
-    if (!ignored.empty()) {
+    const char* rank = std::getenv("RANK");
+    if (!ignored.empty() && (!rank || std::string(rank) == "0")) {
         std::string list;
         for (const auto& k : ignored) list += (list.empty() ? "" : ", ") + k;
         std::fprintf(stderr, "note: %s: keys of the reference implementation ignored here: %s\n", a.path.c_str(),
@@ -53,12 +55,26 @@ void runtime_args_add(CLI::App* sub, RuntimeArgs& a, bool with_device) {
 torch::Device runtime_args_apply(const RuntimeArgs& a) {
     runtime_configure(a.threads);
     if (a.device == "cpu") return torch::kCPU;
-    if (a.device == "cuda") {
-        if (!torch::cuda::is_available())
-            throw std::runtime_error("--device cuda: no CUDA device is available to this libtorch build");
-        return torch::kCUDA;
-    }
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+    const bool cuda = a.device == "cuda" || (a.device == "auto" && torch::cuda::is_available());
+    if (!cuda) return torch::kCPU;
+    if (!torch::cuda::is_available())
+        throw std::runtime_error("--device cuda: no CUDA device is available to this libtorch build");
+    const DistEnv env = dist_env_read();
+    if (!env.launched) return torch::kCUDA;
+    if (env.local_rank >= static_cast<int>(torch::cuda::device_count()))
+        throw std::runtime_error("LOCAL_RANK=" + std::to_string(env.local_rank) + " but only " +
+                                 std::to_string(torch::cuda::device_count()) + " CUDA device(s) are visible");
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
 }
+
+namespace {
+std::vector<std::string>& args_store() {
+    static std::vector<std::string> args;
+    return args;
+}
+}  // namespace
+
+void process_args_set(int argc, char** argv) { args_store().assign(argv, argv + argc); }
+const std::vector<std::string>& process_args() { return args_store(); }
 
 }  // namespace ips::cli

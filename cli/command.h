@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ips/config.h"
+#include "ips/distributed.h"
 
 namespace ips::cli {
 
@@ -45,7 +46,32 @@ struct RuntimeArgs {
     int threads = 0;              // 0 = all cores
 };
 void runtime_args_add(CLI::App* sub, RuntimeArgs& a, bool with_device = true);
-// Applies --threads and resolves --device ("auto" = CUDA when available).
+// Applies --threads and resolves --device ("auto" = CUDA when available). A launched worker
+// (RANK set) takes the CUDA device of its LOCAL_RANK.
 torch::Device runtime_args_apply(const RuntimeArgs& a);
+
+// The command line as main() received it (the launcher restarts it for each worker).
+void process_args_set(int argc, char** argv);
+const std::vector<std::string>& process_args();
+
+// Thrown by a launcher once its workers have ended: main() exits with `code`.
+struct WorkersEnded {
+    int code;
+};
+
+// Options of a job over several processes (docs/DISTRIBUTED.md): --nproc-per-node,
+// --dist-backend, --dist-timeout. Launchers such as torchrun set the environment instead.
+struct DistArgs {
+    int nproc_per_node = 0;  // 0: not the launcher
+    std::string backend = "auto";
+    double timeout_s = 300;
+};
+void dist_args_add(CLI::App* sub, DistArgs& a);
+// With --nproc-per-node K in a process that is not a worker: runs the K workers and throws
+// WorkersEnded. Otherwise returns.
+void dist_args_launch(const DistArgs& a);
+// Joins the job of the torchrun environment (null for a plain single process). fingerprint:
+// what every rank must agree on (the resolved config and the command line's job options).
+DistGroupPtr dist_args_join(const DistArgs& a, const torch::Device& device, const std::string& fingerprint);
 
 }  // namespace ips::cli

@@ -6,6 +6,7 @@
 
 int main(int argc, char** argv) {
     CLI::App app{"ips: Iterative Patch Selection for images of any size"};
+    ips::cli::process_args_set(argc, argv);
     app.require_subcommand(1);
     app.set_version_flag("--version", [] { return ips::runtime_versions(); }, "versions of ips, libtorch, CUDA and cuDNN, and the devices seen");
     for (const auto& cmd : ips::cli::command_table()) cmd.setup(app.add_subcommand(cmd.name, cmd.help));
@@ -13,6 +14,8 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
+    } catch (const ips::cli::WorkersEnded& done) {
+        return done.code;
     } catch (const std::exception& e) {
         // Subcommand callbacks run inside parse(): their errors end here with the message.
         std::fprintf(stderr, "ips: error: %s\n", e.what());

@@ -13,6 +13,7 @@ namespace {
 struct TrainArgs {
     ConfigArgs config;
     RuntimeArgs runtime;
+    DistArgs dist;
     std::string out;
     bool resume = false;
     int stop_after = -1;
@@ -24,6 +25,7 @@ void train_setup(CLI::App* sub) {
     auto a = std::make_shared<TrainArgs>();
     config_args_add(sub, a->config);
     runtime_args_add(sub, a->runtime);
+    dist_args_add(sub, a->dist);
     sub->add_option("--out", a->out, "run folder (default runs/<config stem>)");
     sub->add_flag("--resume", a->resume, "continue from OUT/last.pt");
     sub->add_option("--stop-after", a->stop_after, "end after this epoch (the schedule still spans n_epoch)");
@@ -31,6 +33,7 @@ void train_setup(CLI::App* sub) {
     sub->add_option("--weights", a->weights,
                     "start from these weights: an ips checkpoint or a PyTorch state dict in the reference layout");
     sub->callback([a] {
+        dist_args_launch(a->dist);
         const Config cfg = config_args_load(a->config);
         RunOptions opt;
         opt.device = runtime_args_apply(a->runtime);
@@ -39,13 +42,21 @@ void train_setup(CLI::App* sub) {
         opt.stop_after_epoch = a->stop_after;
         opt.progress = !a->quiet;
         opt.init_weights = a->weights;
-        if (opt.resume && !opt.init_weights.empty())
-            std::fprintf(stderr, "note: --resume continues from last.pt; --weights %s is not used\n", a->weights.c_str());
-        std::fprintf(stderr, "%s\n", runtime_versions().c_str());
-        std::fprintf(stderr, "training %s on %s, output in %s\n", a->config.path.c_str(), opt.device.str().c_str(),
-                     opt.out_dir.c_str());
+        // Every rank must train the same thing into the same folder.
+        opt.dist = dist_args_join(a->dist, opt.device,
+                                  config_to_yaml(cfg) + "out: " + opt.out_dir + "\nresume: " + std::to_string(opt.resume) +
+                                      "\nstop_after: " + std::to_string(opt.stop_after_epoch) + "\nweights: " + a->weights);
+        const bool speaks = !opt.dist || dist_rank(*opt.dist) == 0;
+        if (speaks) {
+            if (opt.resume && !opt.init_weights.empty())
+                std::fprintf(stderr, "note: --resume continues from last.pt; --weights %s is not used\n", a->weights.c_str());
+            std::fprintf(stderr, "%s\n", runtime_versions().c_str());
+            std::fprintf(stderr, "training %s on %s%s, output in %s\n", a->config.path.c_str(), opt.device.str().c_str(),
+                         opt.dist ? (" x " + std::to_string(dist_world_size(*opt.dist)) + " ranks").c_str() : "",
+                         opt.out_dir.c_str());
+        }
         const auto records = train_run(cfg, opt);
-        if (!records.empty())
+        if (speaks && !records.empty())
             std::printf("epoch %d: train loss %.4f, %s\n", records.back().epoch, records.back().train_loss,
                         eval_summary(cfg.model.tasks, records.back().test).c_str());
     });

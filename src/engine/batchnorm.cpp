@@ -75,8 +75,10 @@ struct SyncedBatchNorm : torch::autograd::Function<SyncedBatchNorm> {
         dist_allreduce_sum(*sync->group, global);
         const int64_t C = sum_dy.size(0);
         const auto mean_dy = global.narrow(0, 0, C) / total, mean_dy_xhat = global.narrow(0, C, C) / total;
-        auto dx = per_channel(weight.to(torch::kFloat32) * invstd, dy) *
-                  (dy - per_channel(mean_dy, dy) - xhat * per_channel(mean_dy_xhat, dy));
+        // A stand-in's input is not part of the statistics, so nothing flows back into it.
+        auto dx = sync->contributes ? per_channel(weight.to(torch::kFloat32) * invstd, dy) *
+                                          (dy - per_channel(mean_dy, dy) - xhat * per_channel(mean_dy_xhat, dy))
+                                    : torch::zeros_like(dy);
         const auto x_dtype = static_cast<c10::ScalarType>(ctx->saved_data["x_dtype"].toInt());
         return {dx.to(x_dtype), sum_dy_xhat.to(weight.scalar_type()), sum_dy.to(weight.scalar_type()),
                 torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
