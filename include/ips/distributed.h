@@ -24,6 +24,10 @@ struct DistEnv {
     std::string master_addr = "127.0.0.1";
     int master_port = 29500;
     bool launched = false;  // RANK and WORLD_SIZE were set: join a process group even at world size 1
+    // torchrun's agent already serves the store at MASTER_PORT (TORCHELASTIC_USE_AGENT_STORE):
+    // rank 0 joins it as a client instead of serving its own.
+    bool agent_store = false;
+    std::string run_tag = "0";  // keys of this attempt (TORCHELASTIC_RESTART_COUNT): restarts never read old ones
 };
 
 // Reads the torchrun variables. Without RANK and WORLD_SIZE: one process, not launched. Throws

@@ -53,7 +53,7 @@ struct DistGroup {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-const std::string kPrefix = "ips/";
+const std::string kPrefix = "/";
 
 std::string error_text(const std::exception& e) {
     // c10::Error's what() carries a C++ backtrace; users need the first line.
@@ -79,14 +79,15 @@ int env_int(const char* name, int fallback, bool* present = nullptr) {
     return static_cast<int>(x);
 }
 
-c10::intrusive_ptr<c10d::TCPStore> store_connect(const std::string& addr, int port, bool server,
-                                                 std::chrono::milliseconds timeout) {
+// Our keys live under "ips/<attempt>/" of the store (shared with torchrun's agent when it serves it).
+c10::intrusive_ptr<c10d::Store> store_connect(const DistEnv& env, bool server, std::chrono::milliseconds timeout) {
     c10d::TCPStoreOptions o;
-    o.port = static_cast<uint16_t>(port);
+    o.port = static_cast<uint16_t>(env.master_port);
     o.isServer = server;
     o.waitWorkers = false;  // the join below waits, and can name who is missing
     o.timeout = timeout;
-    return c10::make_intrusive<c10d::TCPStore>(addr, o);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
+    return c10::make_intrusive<c10d::PrefixStore>("ips/" + env.run_tag, tcp);
 }
 
 std::string rank_list(const std::vector<int>& ranks) {
@@ -131,8 +132,8 @@ void collective(DistGroup& g, const char* what, Launch&& launch) {
     g.comm_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-void heartbeat_start(DistGroup& g, const std::string& addr, int port) {
-    auto client = store_connect(addr, port, false, g.timeout);
+void heartbeat_start(DistGroup& g, const DistEnv& env) {
+    auto client = store_connect(env, false, g.timeout);
     const std::string key = kPrefix + "beat/" + std::to_string(g.rank);
     client->add(key, 1);
     g.beat = std::thread([&g, client, key] {
@@ -189,7 +190,7 @@ void join(DistGroup& g, const DistEnv& env, const DistOptions& opt) {
 c10::intrusive_ptr<compat::CommBackend> group_make(DistBackend backend, const c10::intrusive_ptr<c10d::Store>& store,
                                                    int rank, int world, const std::string& addr,
                                                    std::chrono::milliseconds timeout) {
-    auto pg_store = c10::make_intrusive<c10d::PrefixStore>(kPrefix + "pg", store);
+    auto pg_store = c10::make_intrusive<c10d::PrefixStore>("pg", store);
     if (backend == DistBackend::gloo) {
 #ifdef IPS_HAVE_GLOO
         auto o = c10d::ProcessGroupGloo::Options::create(timeout);
@@ -233,6 +234,8 @@ DistEnv dist_env_read() {
         throw std::runtime_error("environment variable LOCAL_RANK=" + std::to_string(env.local_rank) +
                                  " is outside LOCAL_WORLD_SIZE=" + std::to_string(env.local_world_size));
     if (const char* a = std::getenv("MASTER_ADDR"); a && *a) env.master_addr = a;
+    if (const char* a = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) env.agent_store = std::string(a) == "True";
+    if (const char* a = std::getenv("TORCHELASTIC_RESTART_COUNT"); a && *a) env.run_tag = a;
     env.master_port = env_int("MASTER_PORT", env.master_port);
     if (env.master_port < 1 || env.master_port > 65535)
         throw std::runtime_error("environment variable MASTER_PORT=" + std::to_string(env.master_port) + " is not a port");
@@ -273,7 +276,7 @@ DistGroupPtr dist_init(const DistEnv& env, const DistOptions& opt, const torch::
     g->where = env.master_addr + ":" + std::to_string(env.master_port);
     g->timeout = opt.timeout;
     try {
-        g->store = store_connect(env.master_addr, env.master_port, env.rank == 0, opt.timeout);
+        g->store = store_connect(env, env.rank == 0 && !env.agent_store, opt.timeout);
     } catch (const std::exception& e) {
         const std::string why = error_text(e);
         if (env.rank == 0 && (why.find("in use") != std::string::npos || why.find("EADDRINUSE") != std::string::npos))
@@ -291,7 +294,7 @@ DistGroupPtr dist_init(const DistEnv& env, const DistOptions& opt, const torch::
         throw std::runtime_error(std::string("rank ") + std::to_string(g->rank) + ": the " + backend_name +
                                  " process group could not be formed: " + error_text(e));
     }
-    heartbeat_start(*g, env.master_addr, env.master_port);
+    heartbeat_start(*g, env);
     return g;
 }
 

@@ -1,0 +1,205 @@
+// Data-parallel training end to end (Gloo on loopback): K processes with global batch B train the
+// same model as one process with B, started by --nproc-per-node, by the torchrun environment and
+// by torchrun itself; a checkpoint resumes on another number of ranks; failures stop every rank
+// with a message naming the cause.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "ips/feature_bag.h"
+#include "ips/torch_file.h"
+#include "test_support.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using ips::test::command_run;
+using ips::test::ips_run;
+using ips::test::lines_of;
+using ips::test::TempDir;
+
+const std::string kDir = IPS_SOURCE_DIR;
+const std::string kBin = IPS_BINARY;
+// Without shuffling and dropout, whose random draws differ by rank. n_train = 5 with B = 4 leaves
+// a last batch of one example: with two ranks the second one stands in.
+const std::string kImage = kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --threads 1 --quiet --set shuffle=false "
+                                  "--set dropout=0 --set attn_dropout=0 --set n_train=5 --set sync_bn=true";
+
+// Largest ||a - b|| / ||b|| over the tensors of two checkpoints' models, and the largest |a - b|.
+// `noise` names tensors left out: the feature projector's Linear bias feeds BatchNorm, which
+// removes it, so its exact gradient is 0 and each process computes rounding noise that Adam scales
+// to steps of ±lr; the running mean after it follows it. Those are checked to stay within
+// lr x steps of each other.
+std::pair<double, double> model_distance(const std::string& a_path, const std::string& b_path,
+                                         const std::vector<std::string>& noise = {}, double noise_bound = 0) {
+    const auto a = ips::torch_file_read(a_path, "model"), b = ips::torch_file_read(b_path, "model");
+    EXPECT_EQ(a.size(), b.size());
+    double rel = 0, abs = 0;
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+        EXPECT_EQ(a[i].first, b[i].first);
+        if (!a[i].second.is_floating_point()) {
+            EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+            continue;
+        }
+        const auto d = (a[i].second - b[i].second).to(torch::kDouble);
+        if (std::find(noise.begin(), noise.end(), a[i].first) != noise.end()) {
+            EXPECT_LE(d.abs().max().item<double>(), noise_bound) << a[i].first;
+            continue;
+        }
+        rel = std::max(rel, d.norm().item<double>() / std::max(1e-12, b[i].second.to(torch::kDouble).norm().item<double>()));
+        abs = std::max(abs, d.abs().max().item<double>());
+    }
+    return {rel, abs};
+}
+
+// The numbers of two metrics.jsonl files agree within `tol` (relative), ignoring times.
+void metrics_expect_close(const fs::path& a, const fs::path& b, double tol) {
+    const auto la = lines_of(a), lb = lines_of(b);
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) {
+        const auto ja = nlohmann::json::parse(la[i]).flatten(), jb = nlohmann::json::parse(lb[i]).flatten();
+        for (const auto& [key, va] : ja.items()) {
+            if (key == "/seconds" || key == "/comm_seconds" || key == "/world_size") continue;
+            ASSERT_TRUE(jb.contains(key)) << key;
+            if (!va.is_number()) continue;
+            const double x = va.get<double>(), y = jb[key].get<double>();
+            EXPECT_LE(std::abs(x - y), tol * std::max(1.0, std::abs(y))) << key << " in line " << i + 1;
+        }
+    }
+}
+
+void runs_expect_equal(const fs::path& one, const fs::path& many, const std::vector<std::string>& noise = {},
+                       double noise_bound = 0) {
+    const auto [rel, abs] = model_distance((one / "last.pt").string(), (many / "last.pt").string(), noise, noise_bound);
+    EXPECT_LE(rel, 1e-5) << "largest |difference| " << abs;
+    metrics_expect_close(one / "metrics.jsonl", many / "metrics.jsonl", 1e-5);
+}
+
+// The torchrun environment by hand: `world` processes in the background, then wait for all.
+std::string env_launch(int world, int port, const std::string& args) {
+    std::string cmd = "(";
+    for (int r = 0; r < world; ++r)
+        cmd += "RANK=" + std::to_string(r) + " WORLD_SIZE=" + std::to_string(world) + " LOCAL_RANK=" + std::to_string(r) +
+               " LOCAL_WORLD_SIZE=" + std::to_string(world) + " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) +
+               " " + kBin + " " + args + " & ";
+    return cmd + "wait)";
+}
+
+int port_pick() { return 20000 + static_cast<int>(::getpid() % 20000); }
+
+TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
+    TempDir dir("ips_dist_image");
+    auto one = ips_run("train " + kImage + " --out " + dir / "one");
+    ASSERT_EQ(one.code, 0) << one.output;
+
+    auto two = ips_run("train " + kImage + " --nproc-per-node 2 --out " + dir / "two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    EXPECT_NE(two.output.find("x 2 ranks"), std::string::npos) << two.output;
+    runs_expect_equal(dir.path / "one", dir.path / "two");
+
+    auto env = command_run(env_launch(2, port_pick(), "train " + kImage + " --out " + dir / "env"));
+    ASSERT_EQ(env.code, 0) << env.output;
+    runs_expect_equal(dir.path / "one", dir.path / "env");
+
+    // -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0" (Std.NONE no longer
+    // iterates); 1 sends stdout to its logs and the console.
+    auto torchrun = command_run("MASTER_PORT=" + std::to_string(port_pick() + 1) + " " + ips::test::torch_python() +
+                                " -m torch.distributed.run --nproc_per_node 2 -r 1 -t 1 --master_port " + std::to_string(port_pick() + 1) +
+                                " --no_python " + kBin + " train " + kImage + " --out " + dir / "torchrun");
+    ASSERT_EQ(torchrun.code, 0) << torchrun.output;
+    runs_expect_equal(dir.path / "one", dir.path / "torchrun");
+}
+
+// The projector's BatchNorm1d sees every rank's patches only with sync_bn; without it each rank
+// normalises its own, as PyTorch's DDP does, and the runs differ by design.
+TEST(Distributed, FeatureBagRunEqualsOneProcess) {
+    TempDir dir("ips_dist_bags");
+    torch::manual_seed(5);
+    std::ofstream train(dir.path / "train.csv"), test(dir.path / "test.csv");
+    train << "path,metastases\n";
+    test << "path,metastases\n";
+    for (int k = 0; k < 15; ++k) {
+        ips::FeatureBag bag;
+        bag.features = torch::randn({12 + 3 * k, 32}) + (k % 2 ? 0.7 : 0.0);
+        const std::string name = "bag" + std::to_string(k) + ".h5";
+        ips::feature_bag_write(dir / name, bag);
+        (k < 10 ? train : test) << name << "," << (k % 2) << "\n";
+    }
+    train.close();
+    test.close();
+    const std::string args = "train " + kDir + "/tests/fixtures/bags_tiny.yaml --device cpu --threads 1 --quiet --set shuffle=false "
+                             "--set n_epoch=3 --set sync_bn=true --set data_dir=" + dir.path.string();
+    auto one = ips_run(args + " --out " + dir / "one");
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = ips_run(args + " --nproc-per-node 2 --out " + dir / "two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    // lr 1e-3, 3 epochs of 3 steps
+    runs_expect_equal(dir.path / "one", dir.path / "two", {"encoder.1.bias", "encoder.2.running_mean"}, 9e-3);
+    // The AUC comes from every rank's predictions gathered.
+    const auto last = nlohmann::json::parse(lines_of(dir.path / "two" / "metrics.jsonl").back());
+    EXPECT_TRUE(last["test"]["metastases"]["auc"].is_number()) << last;
+    EXPECT_EQ(last["world_size"], 2);
+}
+
+TEST(Distributed, CheckpointOfTwoRanksResumesOnOne) {
+    TempDir dir("ips_dist_resume");
+    ASSERT_EQ(ips_run("train " + kImage + " --set n_epoch=3 --out " + dir / "one").code, 0);
+    auto first = ips_run("train " + kImage + " --set n_epoch=3 --nproc-per-node 2 --stop-after 1 --out " + dir / "mixed");
+    ASSERT_EQ(first.code, 0) << first.output;
+    auto rest = ips_run("train " + kImage + " --set n_epoch=3 --resume --out " + dir / "mixed");
+    ASSERT_EQ(rest.code, 0) << rest.output;
+    runs_expect_equal(dir.path / "one", dir.path / "mixed");
+    // And back: one rank's checkpoint on four.
+    auto four = ips_run("train " + kImage + " --set n_epoch=4 --nproc-per-node 4 --resume --out " + dir / "mixed");
+    ASSERT_EQ(four.code, 0) << four.output;
+    EXPECT_EQ(lines_of(dir.path / "mixed" / "metrics.jsonl").size(), 4u);
+}
+
+TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
+    TempDir dir("ips_dist_bad");
+    auto odd = ips_run("train " + kImage + " --set B=3 --nproc-per-node 2 --out " + dir / "odd");
+    EXPECT_NE(odd.code, 0);
+    EXPECT_NE(odd.output.find("B=3 does not divide by the world size 2"), std::string::npos) << odd.output;
+    EXPECT_NE(odd.output.find("ips: rank"), std::string::npos) << odd.output;  // the launcher's word
+
+    // Rank 1 never starts: rank 0 gives up after --dist-timeout and names it.
+    auto alone = command_run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 2) + " " +
+                             kBin + " train " + kImage + " --dist-timeout 2 --out " + dir / "alone");
+    EXPECT_NE(alone.code, 0);
+    EXPECT_NE(alone.output.find("rank 1 of 2 never joined"), std::string::npos) << alone.output;
+
+    // Configurations that differ between ranks are refused at the start.
+    auto mixed = command_run("(RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 3) + " " +
+                             kBin + " train " + kImage + " --dist-timeout 20 --out " + dir / "m & RANK=1 WORLD_SIZE=2 " +
+                             "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 3) + " " + kBin + " train " +
+                             kImage + " --set lr=0.5 --dist-timeout 20 --out " + dir / "m; wait)");
+    EXPECT_NE(mixed.output.find("rank 1 runs a different configuration from rank 0"), std::string::npos) << mixed.output;
+    EXPECT_NE(mixed.output.find("rank 1 stopped while joining"), std::string::npos) << mixed.output;
+}
+
+TEST(Distributed, AKilledRankStopsTheOthersNamingIt) {
+    TempDir dir("ips_dist_kill");
+    const std::string long_run = "train " + kImage + " --set n_epoch=500 --set n_test=1 --dist-timeout 60 --out ";
+    // Started by hand: rank 0 finds rank 1 gone and says so.
+    const std::string port = std::to_string(port_pick() + 4);
+    const std::string env = " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " ";
+    const auto t0 = std::chrono::steady_clock::now();
+    auto by_hand = command_run("RANK=0" + env + kBin + " " + long_run + dir / "a > " + dir / "r0.log 2>&1 & P0=$!; RANK=1" +
+                               env + kBin + " " + long_run + dir / "a > /dev/null 2>&1 & P1=$!; sleep 3; kill -9 $P1; wait $P0; "
+                               "echo rank0=$?; cat " + dir / "r0.log");
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30));
+    EXPECT_NE(by_hand.output.find("rank0=1"), std::string::npos) << by_hand.output;
+    EXPECT_NE(by_hand.output.find("rank 1 has stopped"), std::string::npos) << by_hand.output;
+
+    // Under the launcher: it names the worker and stops the other.
+    auto launched = command_run("(" + kBin + " " + long_run + dir / "b --nproc-per-node 2 & L=$!; sleep 3; pkill -9 -n -P $L; "
+                                "wait $L; echo launcher=$?) 2>&1");
+    EXPECT_NE(launched.output.find("ips: rank 1 was killed by signal 9"), std::string::npos) << launched.output;
+    EXPECT_NE(launched.output.find("launcher=137"), std::string::npos) << launched.output;
+}
+
+}  // namespace
