@@ -33,8 +33,9 @@ case "$flavour" in
   # libgloo-dev: the gloo headers that c10d's ProcessGroupGloo.hpp includes (distributed runs).
   debian) packages+=(libtorch-dev libgloo-dev libopenblas0-pthread libopenblas-dev python3-torch python3-torchvision) ;;
   # nvidia-cudnn (a dependency) fetches cuDNN from NVIDIA while installing: it needs the internet.
-  # libgloo-dev conflicts with the CUDA build; libgloo-cuda-dev is its pair.
-  cuda) packages+=(libtorch-cuda-dev libgloo-cuda-dev nvidia-cuda-toolkit libopenblas0-pthread) ;;
+  # libgloo-dev conflicts with the CUDA build; libgloo-cuda-dev is its pair. libnccl-dev: nccl.h,
+  # which ProcessGroupNCCL.hpp includes (the NCCL backend of distributed runs).
+  cuda) packages+=(libtorch-cuda-dev libgloo-cuda-dev libnccl-dev nvidia-cuda-toolkit libopenblas0-pthread) ;;
   pytorch) ;;
   *) echo "setup.sh: --torch must be debian, cuda or pytorch, not '$flavour'" >&2; exit 2 ;;
 esac

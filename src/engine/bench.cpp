@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include "ips/precision.h"
@@ -73,9 +74,25 @@ BenchSession bench_session_make(const Config& cfg, const BenchOptions& opt) {
     BenchSession s;
     s.cfg = cfg;
     s.opt = opt;
-    s.examples = bench_examples(cfg, opt);
+    const int world = opt.dist ? dist_world_size(*opt.dist) : 1;
+    if (cfg.train.B % world != 0)
+        throw ConfigError("config key 'B': " + std::to_string(cfg.train.B) + " does not divide by the world size " +
+                          std::to_string(world));
+    // This rank's share of the global batch.
+    s.cfg.train.B = cfg.train.B / world;
+    s.cfg.train.B_seq = std::min(cfg.train.B_seq, s.cfg.train.B);
+    s.examples = bench_examples(s.cfg, opt);
+    s.cfg = cfg;
     s.net = net_make(cfg.model, cfg.compute, cfg.seed);
     net_to(s.net, opt.device);
+    if (opt.dist) {
+        module_broadcast(*opt.dist, *s.net);
+        if (cfg.train.sync_bn) {
+            s.bn_sync = std::make_shared<BatchNormSync>();
+            s.bn_sync->group = opt.dist.get();
+            module_batchnorm_sync(*s.net, s.bn_sync);
+        }
+    }
     s.optimizer = optimizer_make(s.net, cfg.train);
     // Every iteration counts as an epoch of one step: the schedule moves as in a short run.
     s.counter = StepCounter{0, 1};
@@ -86,7 +103,8 @@ BenchSession bench_session_make(const Config& cfg, const BenchOptions& opt) {
 double bench_iteration(BenchSession& s) {
     double loss = std::nan("");
     if (s.opt.mode == BenchMode::train)
-        loss = train_step(s.net, *s.optimizer, s.cfg, s.examples, s.opt.device, s.rng, s.counter);
+        loss = train_step(s.net, *s.optimizer, s.cfg, s.examples, s.opt.device, s.rng, s.counter,
+                          StepShare{s.opt.dist.get(), s.opt.dist ? 1.0 / dist_world_size(*s.opt.dist) : 1.0});
     else
         infer_step(s.net, s.cfg, s.examples, s.opt.device, s.rng);
     device_sync(s.opt.device);
@@ -98,10 +116,17 @@ BenchResult bench_run(const Config& cfg, const BenchOptions& opt) {
     for (int i = 0; i < opt.warmup; ++i) bench_iteration(session);
     compat::cuda_peak_reset(opt.device);
     BenchResult r;
+    const double comm0 = opt.dist ? dist_comm_seconds(*opt.dist) : 0;
     for (int i = 0; i < std::max(1, opt.iters); ++i) {
         const auto t0 = std::chrono::steady_clock::now();
         bench_iteration(session);
         r.ms_all.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    if (opt.dist) {
+        r.world_size = dist_world_size(*opt.dist);
+        double total_ms = 0;
+        for (double ms : r.ms_all) total_ms += ms;
+        r.comm_share = (dist_comm_seconds(*opt.dist) - comm0) * 1000.0 / total_ms;
     }
     r.ms_per_batch = median(r.ms_all);
     r.img_per_s = 1000.0 * cfg.train.B / r.ms_per_batch;
@@ -144,6 +169,51 @@ std::string bench_to_json(const BenchResult& r) {
     j["M"] = r.M;
     j["I"] = r.I;
     j["ms_all"] = r.ms_all;
+    j["world_size"] = r.world_size;
+    j["comm_share"] = r.comm_share;
+    j["threads"] = torch::get_num_threads();
+    j["torch_version"] = TORCH_VERSION;
+    return j.dump();
+}
+
+CommBenchResult bench_comm_run(const Config& cfg, DistGroup& group, const torch::Device& device, int iters,
+                               const std::vector<double>& bucket_mib) {
+    IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
+    net_to(net, device);
+    auto params = net->parameters();
+    CommBenchResult r;
+    r.world_size = dist_world_size(group);
+    for (auto& p : params) {
+        p.mutable_grad() = torch::randn_like(p);
+        r.parameters += p.numel();
+        r.gradient_mib += static_cast<double>(p.numel() * static_cast<int64_t>(p.element_size())) / (1024.0 * 1024.0);
+    }
+    const auto time_median = [&](const std::function<void()>& step) {
+        step();  // warm-up: connections and buffers
+        std::vector<double> ms;
+        for (int i = 0; i < std::max(1, iters); ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            step();
+            device_sync(device);
+            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return median(ms);
+    };
+    for (double mib : bucket_mib)
+        r.bucketed_ms.emplace_back(mib, time_median([&] {
+                                       gradients_allreduce(group, params, 0.0, static_cast<int64_t>(mib * 1024 * 1024));
+                                   }));
+    r.per_tensor_ms = time_median([&] { gradients_allreduce_per_tensor(group, params, 0.0); });
+    return r;
+}
+
+std::string bench_comm_to_json(const CommBenchResult& r) {
+    nlohmann::json j;
+    j["parameters"] = r.parameters;
+    j["gradient_mib"] = r.gradient_mib;
+    j["world_size"] = r.world_size;
+    for (const auto& [mib, ms] : r.bucketed_ms) j["bucketed"].push_back({{"bucket_mib", mib}, {"ms", ms}});
+    j["per_tensor_ms"] = r.per_tensor_ms;
     j["threads"] = torch::get_num_threads();
     j["torch_version"] = TORCH_VERSION;
     return j.dump();
