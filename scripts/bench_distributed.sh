@@ -36,7 +36,7 @@ models=(
   "camelyon16_features|configs/camelyon16_features.yaml"
   "demo_megapixel_mnist|configs/demo_megapixel_mnist.yaml"
   "megapixel_mnist|configs/megapixel_mnist.yaml"
-  "resnet18_full|configs/megapixel_mnist.yaml --set n_res_blocks=4"
+  "resnet18_full|configs/megapixel_mnist.yaml --set n_res_blocks=4 --set D=512"
 )
 for row in "${models[@]}"; do
   name=${row%%|*}

@@ -36,10 +36,32 @@ if [ ! -d "$yaml_prefix" ]; then
   cmake --build .gpu/yaml-build -j "$JOBS" >/dev/null && cmake --install .gpu/yaml-build >/dev/null
 fi
 
+# A pip PyTorch keeps nccl.h in the nvidia-nccl wheel, outside torch's include folder; without it
+# the build has no NCCL backend (distributed.cpp checks with __has_include).
+nccl_inc=$("$PY" -c 'import os, nvidia.nccl; print(os.path.join(list(nvidia.nccl.__path__)[0], "include"))' 2>/dev/null || true)
+cxx_flags=""
+[ -n "$nccl_inc" ] && [ -f "$nccl_inc/nccl.h" ] && cxx_flags="-isystem $nccl_inc"
 cmake -S . -B build-gpu -G "$GEN" -DCMAKE_BUILD_TYPE=Release -DIPS_ENGINE_ONLY=ON -DIPS_BUILD_TESTS=OFF \
+  -DCMAKE_CXX_FLAGS="$cxx_flags" \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX;$yaml_prefix;$PWD/.gpu/prefix/usr" >"$OUT/cmake.log" 2>&1 \
   || { tail -30 "$OUT/cmake.log"; exit 1; }
 cmake --build build-gpu -j "$JOBS" >"$OUT/build.log" 2>&1 || { grep -m5 -A3 error "$OUT/build.log"; exit 1; }
 echo "built build-gpu/ips against $TORCH_PREFIX"
 
 "$PY" scripts/bench_compare.py --profile gpu --out "$OUT" --ips build-gpu/ips --python "$PY" "$@"
+
+# NCCL at world size 1 against the same step without a job: the cost of the data-parallel
+# machinery itself (docs/DISTRIBUTED.md; the bar is 3 %). Alternated, 3 rounds each.
+for round in 1 2 3; do
+  build-gpu/ips bench configs/megapixel_mnist.yaml --device cuda --iters 20 --warmup 3 --json | tail -1 \
+    >"$OUT/nccl_ws1_plain_$round.json"
+  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29600 + round)) build-gpu/ips bench configs/megapixel_mnist.yaml \
+    --device cuda --dist-backend nccl --iters 20 --warmup 3 --json | tail -1 >"$OUT/nccl_ws1_nccl_$round.json"
+done
+"$PY" - "$OUT" <<'PY'
+import glob, json, statistics, sys
+ms = {k: statistics.median(json.load(open(f))["ms_per_batch"] for f in glob.glob(f"{sys.argv[1]}/nccl_ws1_{k}_*.json"))
+      for k in ("plain", "nccl")}
+print(f"NCCL world size 1: {ms['nccl']:.1f} ms/step against {ms['plain']:.1f} without a job: "
+      f"{100 * (ms['nccl'] / ms['plain'] - 1):+.1f} %")
+PY
