@@ -160,7 +160,12 @@ void join(DistGroup& g, const DistEnv& env, const DistOptions& opt) {
     store.set(kPrefix + "world/" + me, bytes_of(std::to_string(env.world_size)));
     store.set(kPrefix + "fingerprint/" + me, bytes_of(opt.fingerprint));
     if (g.rank != 0) {
-        store.wait({kPrefix + "world/0"}, opt.timeout);
+        try {
+            store.wait({kPrefix + "world/0"}, opt.timeout);
+        } catch (const std::exception& e) {
+            throw std::runtime_error("rank " + me + ": rank 0 did not announce itself at " + g.where + " within " +
+                                     std::to_string(opt.timeout.count() / 1000) + " s (" + error_text(e) + ")");
+        }
         const int world0 = std::stoi(string_of(store.get(kPrefix + "world/0")));
         if (world0 != env.world_size)
             fail("WORLD_SIZE is " + std::to_string(env.world_size) + " on rank " + me + " but " + std::to_string(world0) +
@@ -333,10 +338,15 @@ std::string dist_bytes_broadcast(DistGroup& g, const std::string& key, const std
     try {
         if (g.rank == 0) {
             g.store->set(k, bytes_of(bytes));
+            dist_barrier(g);
+            g.store->deleteKey(k);
             return bytes;
         }
         g.store->setTimeout(g.timeout);
-        return string_of(g.store->get(k));
+        std::string got = string_of(g.store->get(k));
+        // Once everyone has it, rank 0 frees the store's copy (a checkpoint can be hundreds of MB).
+        dist_barrier(g);
+        return got;
     } catch (const std::exception& e) {
         throw std::runtime_error("rank " + std::to_string(g.rank) + ": receiving '" + key + "' from rank 0 failed (" +
                                  error_text(e) + "); " + peers_diagnose(g));
