@@ -1,6 +1,9 @@
 // ips predict: probabilities per task, the selected patches and their attention, a heat map.
+// With --out, one record per image (predict.h); that is what makes it resumable and lets several
+// ranks (--nproc-per-node, torchrun) each take a share of the images.
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "command.h"
 #include "ips/checkpoint.h"
@@ -13,7 +16,8 @@ namespace {
 struct PredictArgs {
     ConfigArgs config;
     RuntimeArgs runtime;
-    std::string weights, heatmap;
+    DistArgs dist;
+    std::string weights, heatmap, out;
     std::vector<std::string> images;
     bool json = false;
 };
@@ -45,7 +49,16 @@ void predict_setup(CLI::App* sub) {
         ->required();
     sub->add_flag("--json", a->json, "one JSON object per image per line");
     sub->add_option("--heatmap", a->heatmap, "write the attention heat map to this PNG");
+    sub->add_option("--out", a->out,
+                    "also write each image's JSON record to OUT/<image stem>.json; a rerun keeps complete records");
+    dist_args_add(sub, a->dist);
     sub->callback([a] {
+        // Ranks share stdout, where their lines would interleave in no fixed order: the records
+        // in --out are the result then, the same files one process writes. Checked before any
+        // worker starts, so that the launcher says it once.
+        if (a->out.empty() && (a->dist.nproc_per_node > 1 || dist_env_read().world_size > 1))
+            throw std::runtime_error("predict on several ranks writes its results to files: give --out DIR");
+        dist_args_launch(a->dist);
         const Config cfg = config_args_load(a->config);
         if (!cfg.model.is_image)
             throw ConfigError("config key 'is_image': predict reads image files; this config is for features");
@@ -53,10 +66,27 @@ void predict_setup(CLI::App* sub) {
         IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
         weights_load(a->weights, net);
         net_to(net, device);
+        if (!a->out.empty()) {
+            inputs_stems_distinct(a->images);
+            std::filesystem::create_directories(a->out);
+        }
         // One bad image must not cost the others.
-        inputs_for_each("predict", "images", a->images, [&](const std::string& image) {
-            const auto out = a->heatmap.empty() ? "" : heatmap_path_for(a->heatmap, image, a->images.size());
-            const auto j = prediction_to_json(predict_image(net, cfg, device, image, out));
+        const DistEnv env = dist_env_read();
+        inputs_for_each_share("predict", "images", a->images, env.rank, env.world_size, [&](const std::string& image) {
+            // Heat map names follow the whole list, not this rank's share, as one process names them.
+            const auto heat = a->heatmap.empty() ? "" : heatmap_path_for(a->heatmap, image, a->images.size());
+            nlohmann::json j;
+            if (a->out.empty()) {
+                j = prediction_to_json(predict_image(net, cfg, device, image, heat));
+            } else {
+                const PredictionRecord r = predict_recorded(net, cfg, device, image, a->out, heat);
+                if (!r.redone_why.empty())
+                    std::fprintf(stderr, "ips predict: made %s again; the earlier record was incomplete: %s\n",
+                                 image.c_str(), r.redone_why.c_str());
+                if (r.already_done)
+                    std::fprintf(stderr, "ips predict: %s: already done (%s)\n", image.c_str(), r.path.c_str());
+                j = r.json;
+            }
             if (a->json) std::printf("%s\n", j.dump().c_str());
             else print_human(j);
             std::fflush(stdout);

@@ -1,5 +1,7 @@
 // ips tiles / ips features / ips bench-read: tissue tiles of slides, their feature bags, and how
-// fast slides are read. A run over many slides reports a bad slide, goes on, and fails at the end.
+// fast slides are read. A run over many slides reports a bad slide, goes on, and fails at the end;
+// it may run as several ranks (--nproc-per-node, torchrun), each taking its share of the slides
+// (inputs.h), and a rerun keeps the outputs that are complete.
 #include <cstdio>
 #include <filesystem>
 
@@ -13,8 +15,15 @@
 namespace ips::cli {
 namespace {
 
+// An earlier output that fails its check is made again; the user hears why.
+void redone_report(const char* command, const std::string& path, const std::string& why) {
+    if (!why.empty()) std::fprintf(stderr, "ips %s: made %s again; the earlier output was incomplete: %s\n", command,
+                                   path.c_str(), why.c_str());
+}
+
 struct TilesArgs {
     RuntimeArgs runtime;
+    DistArgs dist;
     std::vector<std::string> slides;
     std::string out = "tiles";
     TilesOptions opt;
@@ -31,16 +40,23 @@ void tiles_setup(CLI::App* sub) {
     sub->add_option("--min-tissue", a->opt.min_tissue, "fraction of a tile that must be tissue (default 0.01)");
     sub->add_option("--thumb", a->opt.thumb, "longer side of the thumbnail Otsu runs on (default 2048)");
     runtime_args_add(sub, a->runtime, /*with_device=*/false);
+    dist_args_add(sub, a->dist);
     sub->callback([a] {
+        dist_args_launch(a->dist);
         runtime_args_apply(a->runtime);
         std::filesystem::create_directories(a->out);
         inputs_stems_distinct(a->slides);
-        inputs_for_each("tiles", "slides", a->slides, [&](const std::string& path) {
+        const DistEnv env = dist_env_read();
+        inputs_for_each_share("tiles", "slides", a->slides, env.rank, env.world_size, [&](const std::string& path) {
             const TilesResult r = tiles_write(a->opt, a->out, path);
-            std::printf("%s: %lld of %lld tiles with tissue (level %d, %lldx%lld px), Otsu threshold %d -> %s.{csv,png,json}\n",
-                        path.c_str(), static_cast<long long>(r.tiles), static_cast<long long>(r.grid_tiles), r.level,
-                        static_cast<long long>(a->opt.patch), static_cast<long long>(a->opt.patch), r.threshold,
-                        r.stem.c_str());
+            redone_report("tiles", path, r.redone_why);
+            if (r.already_done) std::printf("%s: already done (%s.{csv,png,json})\n", path.c_str(), r.stem.c_str());
+            else
+                std::printf("%s: %lld of %lld tiles with tissue (level %d, %lldx%lld px), Otsu threshold %d -> %s.{csv,png,json}\n",
+                            path.c_str(), static_cast<long long>(r.tiles), static_cast<long long>(r.grid_tiles),
+                            r.level, static_cast<long long>(a->opt.patch), static_cast<long long>(a->opt.patch),
+                            r.threshold, r.stem.c_str());
+            std::fflush(stdout);  // whole lines, when several ranks share the output
         });
     });
 }
@@ -48,6 +64,7 @@ void tiles_setup(CLI::App* sub) {
 struct FeaturesArgs {
     ConfigArgs config;
     RuntimeArgs runtime;
+    DistArgs dist;
     std::vector<std::string> slides;
     std::string out = "features";
     FeaturesOptions opt;
@@ -64,7 +81,9 @@ void features_setup(CLI::App* sub) {
         ->transform(CLI::CheckedTransformer(std::map<std::string, torch::ScalarType>{{"float16", torch::kHalf},
                                                                                      {"float32", torch::kFloat32}}));
     sub->add_option("--batch", a->opt.batch, "tiles per encoder call (default 64)");
+    dist_args_add(sub, a->dist);
     sub->callback([a] {
+        dist_args_launch(a->dist);
         const Config cfg = config_args_load(a->config);
         features_config_check(cfg);
         inputs_stems_distinct(a->slides);
@@ -74,13 +93,16 @@ void features_setup(CLI::App* sub) {
         net_to(net, device);
         net->eval();
         std::filesystem::create_directories(a->out);
-        inputs_for_each("features", "slides", a->slides, [&](const std::string& path) {
+        const DistEnv env = dist_env_read();
+        inputs_for_each_share("features", "slides", a->slides, env.rank, env.world_size, [&](const std::string& path) {
             const FeaturesResult r = features_extract(net, cfg, device, path, a->out, a->opt);
+            redone_report("features", path, r.redone_why);
             if (r.already_done) std::printf("%s: already done (%s)\n", path.c_str(), r.out.c_str());
             else
                 std::printf("%s: %lld x %lld features (%s) -> %s\n", path.c_str(), static_cast<long long>(r.n_tiles),
                             static_cast<long long>(r.dim), a->opt.dtype == torch::kHalf ? "float16" : "float32",
                             r.out.c_str());
+            std::fflush(stdout);
         });
     });
 }

@@ -34,6 +34,16 @@ void feature_bag_write(const std::string& path, const FeatureBag& bag);
 // missing dataset / attribute for files of another layout.
 FeatureBag feature_bag_read(const std::string& path);
 
+// What a per-slide file holds, without reading its features (is a bag there complete?). Throws
+// as feature_bag_read does: a truncated file, a missing dataset or attribute, coords of other rows.
+struct FeatureBagInfo {
+    int64_t rows = 0, dim = 0;
+    torch::ScalarType dtype = torch::kFloat32;  // as feature_bag_read gives the features
+    torch::Tensor coords;                       // [rows, 2] int64; undefined when the file has none
+    int64_t patch_size = 0, patch_level = 0;
+};
+FeatureBagInfo feature_bag_info(const std::string& path);
+
 // Lazy patch source over the rows of `features` (per-slide layout, group "") or of `<group>/img`
 // (reference layout). read() returns float32 [K, F] on the CPU; to(device) loads the whole bag
 // onto the device (eager sequential mode). Throws naming the file (and group) when missing.

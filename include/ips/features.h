@@ -2,6 +2,7 @@
 // slide (feature_bag.h layout: `features` N x F, `coords` N x 2 level-0, patch_size, patch_level).
 #pragma once
 
+#include "ips/inputs.h"
 #include "ips/model.h"
 
 namespace ips {
@@ -18,14 +19,23 @@ struct FeaturesOptions {
 void features_config_check(const Config& cfg);
 
 struct FeaturesResult {
-    std::string out;        // OUT/<slide stem>.h5
+    std::string out;          // OUT/<slide stem>.h5
     bool already_done = false;
+    std::string redone_why;   // an incomplete bag was there and was made again: what was wrong
     int64_t n_tiles = 0, dim = 0;
 };
 
+// Whether OUT/<slide stem>.h5 is a finished bag of this slide for `cfg` and `opt`: it opens (a
+// truncated HDF5 file does not), holds `features` of opt.dtype and `coords` with one row per tile
+// of the slide's grid (tile_grid_make: the config's level or mpp, tissue, patch size), the same
+// coordinates in the same order, and the grid's patch_size and patch_level. Opens the slide for
+// its grid. Which weights made the features is not recorded: after changing them, use another OUT.
+OutputCheck features_check(const Config& cfg, const std::string& slide_path, const std::string& out_dir,
+                           const FeaturesOptions& opt);
+
 // Writes the bag of one slide (tiles from tile_grid_make with the config's level or mpp, tissue
-// and grid) atomically; a bag already there is complete (renamed into place) and is not redone.
-// `net` must be in eval mode on `device`.
+// and grid) atomically (a temporary name, renamed once closed), unless features_check finds it
+// complete. `net` must be in eval mode on `device`.
 FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Device& device,
                                 const std::string& slide_path, const std::string& out_dir,
                                 const FeaturesOptions& opt);

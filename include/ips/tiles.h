@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "ips/inputs.h"
+
 namespace ips {
 
 struct TilesOptions {
@@ -19,10 +21,20 @@ struct TilesResult {
     int64_t tiles = 0, grid_tiles = 0;
     int level = 0;
     int threshold = 0;         // Otsu's threshold on 8-bit grey
+    bool already_done = false; // a complete result of these options was there and was kept
+    std::string redone_why;    // an incomplete one was there and was made again: what was wrong
 };
 
+// Whether OUT/<stem>.* is a finished result of `opt` for this slide. The JSON is written last and
+// is the manifest: complete when it parses, names this slide and these settings, and lists the
+// .csv and .png with the sizes they have now, the CSV holding its `tiles` rows. Each file is
+// renamed into place whole, so what fails this was damaged, cut short by a kill between files,
+// or made with other settings.
+OutputCheck tiles_check(const TilesOptions& opt, const std::string& out_dir, const std::string& slide_path);
+
 // Writes OUT/<stem>.csv, .png (thumbnail with the tissue tinted and the tiles outlined) and .json
-// (slide geometry, tile and tissue settings, counts), each atomically. Throws naming the problem.
+// (slide geometry, tile and tissue settings, counts, the manifest of the other two), each
+// atomically, unless tiles_check finds them complete. Throws naming the problem.
 TilesResult tiles_write(const TilesOptions& opt, const std::string& out_dir, const std::string& slide_path);
 
 }  // namespace ips

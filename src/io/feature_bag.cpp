@@ -338,6 +338,25 @@ struct BagSource : PatchSource {
     std::vector<int64_t> coords;   // [N * 2] x, y per row; empty when the file has none
 };
 
+// The shape, dtype, coords and patch attributes of a per-slide file; caller holds h5_lock().
+FeatureBagInfo info_read(hid_t file, hid_t features, const std::string& path) {
+    FeatureBagInfo info;
+    const auto dims = dims_of(features, path, "features", 2);
+    info.rows = static_cast<int64_t>(dims[0]);
+    info.dim = static_cast<int64_t>(dims[1]);
+    info.dtype = feature_dtype(features, path, "features");
+    info.coords = coords_read(file, info.rows, path);
+    if (info.coords.defined()) {
+        info.patch_size = patch_attr(file, "patch_size", path);
+        info.patch_level = patch_attr(file, "patch_level", path);
+    } else {
+        // A bag without coords has no geometry to interpret; root attributes are taken if present.
+        attr_read(file, "patch_size", info.patch_size, path, "the file root");
+        attr_read(file, "patch_level", info.patch_level, path, "the file root");
+    }
+    return info;
+}
+
 herr_t collect_link(hid_t, const char* name, const H5L_info_t*, void* out) {
     static_cast<std::vector<std::string>*>(out)->push_back(name);
     return 0;
@@ -379,30 +398,31 @@ void feature_bag_write(const std::string& path, const FeatureBag& bag) {
     }
 }
 
+FeatureBagInfo feature_bag_info(const std::string& path) {
+    auto lock = h5_lock();
+    H5Handle file = file_open(path, H5F_ACC_RDONLY);
+    std::string name;
+    H5Handle ds = features_open(file, path, "", name);
+    return info_read(file, ds, path);
+}
+
 FeatureBag feature_bag_read(const std::string& path) {
     auto lock = h5_lock();
     H5Handle file = file_open(path, H5F_ACC_RDONLY);
     std::string name;
     H5Handle ds = features_open(file, path, "", name);
-    auto dims = dims_of(ds, path, name, 2);
-    const auto dtype = feature_dtype(ds, path, name);
+    const FeatureBagInfo info = info_read(file, ds, path);
     FeatureBag bag;
-    bag.features = torch::empty({static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1])}, dtype);
+    bag.features = torch::empty({info.rows, info.dim}, info.dtype);
     if (bag.features.numel() > 0) {
-        H5Handle half = dtype == torch::kHalf ? half_type(path) : H5Handle();
-        check(H5Dread(ds, dtype == torch::kHalf ? hid_t(half) : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+        H5Handle half = info.dtype == torch::kHalf ? half_type(path) : H5Handle();
+        check(H5Dread(ds, info.dtype == torch::kHalf ? hid_t(half) : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                       bag.features.data_ptr()),
               path, "cannot read dataset 'features'");
     }
-    bag.coords = coords_read(file, bag.features.size(0), path);
-    if (bag.coords.defined()) {
-        bag.patch_size = patch_attr(file, "patch_size", path);
-        bag.patch_level = patch_attr(file, "patch_level", path);
-    } else {
-        // A bag without coords has no geometry to interpret; root attributes are taken if present.
-        attr_read(file, "patch_size", bag.patch_size, path, "the file root");
-        attr_read(file, "patch_level", bag.patch_level, path, "the file root");
-    }
+    bag.coords = info.coords;
+    bag.patch_size = info.patch_size;
+    bag.patch_level = info.patch_level;
     return bag;
 }
 

@@ -9,6 +9,42 @@
 
 namespace ips {
 namespace fs = std::filesystem;
+namespace {
+
+std::string bag_path_of(const std::string& slide_path, const std::string& out_dir) {
+    return (fs::path(out_dir) / (fs::path(slide_path).stem().string() + ".h5")).string();
+}
+
+std::string dtype_name(torch::ScalarType t) { return t == torch::kHalf ? "float16" : "float32"; }
+
+// features_check for the slide's grid, already made; fills `info` for a complete bag.
+OutputCheck check_of(const std::string& bag, const TileGrid& grid, const FeaturesOptions& opt, FeatureBagInfo& info) {
+    std::error_code ec;
+    if (!fs::exists(bag, ec)) return {};
+    auto bad = [&](const std::string& why) { return OutputCheck{OutputCheck::incomplete, why}; };
+    try {
+        info = feature_bag_info(bag);
+    } catch (const std::exception& e) {
+        return bad(e.what());  // feature_bag's messages name the file
+    }
+    const std::string name = "feature bag '" + bag + "': ";
+    const int64_t tiles = grid.coords.size(0);
+    if (info.dtype != opt.dtype)
+        return bad(name + "holds " + dtype_name(info.dtype) + ", not " + dtype_name(opt.dtype));
+    if (info.rows != tiles)
+        return bad(name + "has " + std::to_string(info.rows) + " rows; the slide has " + std::to_string(tiles) +
+                   " tiles");
+    if (!info.coords.defined() || !torch::equal(info.coords, grid.coords))
+        return bad(name + "its coords are not the slide's tiles");
+    if (info.patch_size != grid.patch || info.patch_level != grid.level)
+        return bad(name + "made with patch_size " + std::to_string(info.patch_size) + " at level " +
+                   std::to_string(info.patch_level) + ", not " + std::to_string(grid.patch) + " at level " +
+                   std::to_string(grid.level));
+    if (tiles > 0 && info.dim < 1) return bad(name + "its features have no columns");
+    return {OutputCheck::complete, ""};
+}
+
+}  // namespace
 
 void features_config_check(const Config& cfg) {
     if (!cfg.model.is_image) throw ConfigError("config key 'is_image': features are computed from image tiles");
@@ -18,17 +54,32 @@ void features_config_check(const Config& cfg) {
                           "(set encoder_weights, or pretrained: false for a random trunk)");
 }
 
+OutputCheck features_check(const Config& cfg, const std::string& slide_path, const std::string& out_dir,
+                           const FeaturesOptions& opt) {
+    const std::string bag = bag_path_of(slide_path, out_dir);
+    std::error_code ec;
+    if (!fs::exists(bag, ec)) return {};  // without opening the slide
+    auto slide = slide_open(slide_path);
+    FeatureBagInfo info;
+    return check_of(bag, tile_grid_make(*slide, cfg.data), opt, info);
+}
+
 FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Device& device,
                                 const std::string& slide_path, const std::string& out_dir,
                                 const FeaturesOptions& opt) {
     FeaturesResult r;
-    r.out = (fs::path(out_dir) / (fs::path(slide_path).stem().string() + ".h5")).string();
-    if (fs::exists(r.out)) {
-        r.already_done = true;
-        return r;
-    }
+    r.out = bag_path_of(slide_path, out_dir);
     auto slide = slide_open(slide_path);
     const TileGrid grid = tile_grid_make(*slide, cfg.data);
+    FeatureBagInfo info;
+    const OutputCheck before = check_of(r.out, grid, opt, info);
+    if (before.state == OutputCheck::complete) {
+        r.already_done = true;
+        r.n_tiles = info.rows;
+        r.dim = info.dim;
+        return r;
+    }
+    r.redone_why = before.why;
     auto source = slide_source_make(slide, grid, 3, normalization_of(cfg.data.normalize));
     r.n_tiles = source->size();
     Progress bar(fs::path(slide_path).filename().string(), r.n_tiles, "tile");

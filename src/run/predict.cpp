@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "ips/files.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
 #include "ips/step.h"
@@ -65,6 +66,71 @@ nlohmann::json prediction_to_json(const Prediction& p) {
     j["scores"] = p.scores;
     if (!p.heatmap.empty()) j["heatmap"] = p.heatmap;
     return j;
+}
+
+std::string prediction_record_path(const std::string& out_dir, const std::string& image) {
+    return (std::filesystem::path(out_dir) / (std::filesystem::path(image).stem().string() + ".json")).string();
+}
+
+namespace {
+
+// png_write renames a whole file into place, so a PNG without its trailer was damaged afterwards.
+bool png_whole(const std::string& path) {
+    static const std::string signature("\x89PNG\r\n\x1a\n", 8), trailer("\0\0\0\0IEND\xae\x42\x60\x82", 12);
+    const std::string bytes = file_read(path);
+    return bytes.size() >= signature.size() + trailer.size() && bytes.compare(0, 8, signature) == 0 &&
+           bytes.compare(bytes.size() - trailer.size(), trailer.size(), trailer) == 0;
+}
+
+}  // namespace
+
+OutputCheck prediction_record_check(const std::string& record, const std::string& image, const Config& cfg,
+                                    const std::string& heatmap_out) {
+    std::error_code ec;
+    if (!std::filesystem::exists(record, ec)) return {};
+    auto bad = [&](const std::string& why) { return OutputCheck{OutputCheck::incomplete, record + ": " + why}; };
+    try {
+        const auto j = nlohmann::json::parse(file_read(record));
+        if (!j.is_object()) return bad("not a JSON object");
+        if (j.at("image").get<std::string>() != image)
+            return bad("the record of " + j["image"].dump() + ", not of " + image);
+        if (!j.at("N").is_number_integer()) return bad("N is not an integer");
+        for (const auto& task : cfg.model.tasks) {
+            const auto p = j.at("predictions").at(task.name).get<std::vector<double>>();
+            if (static_cast<int>(p.size()) != cfg.model.n_class)
+                return bad("task '" + task.name + "' has " + std::to_string(p.size()) + " probabilities, not " +
+                           std::to_string(cfg.model.n_class));
+        }
+        if (j.at("predictions").size() != cfg.model.tasks.size())
+            return bad("predictions of other tasks than the config's");
+        if (j.at("selected").get<std::vector<int64_t>>().size() != j.at("scores").get<std::vector<double>>().size())
+            return bad("as many scores as selected patches expected");
+        const std::string heatmap = j.value("heatmap", "");
+        if (heatmap != heatmap_out)
+            return bad("heat map " + (heatmap.empty() ? "(none)" : heatmap) + ", not " +
+                       (heatmap_out.empty() ? "(none)" : heatmap_out));
+        if (!heatmap.empty() && !png_whole(heatmap)) return bad("its heat map " + heatmap + " is not a whole PNG");
+    } catch (const std::exception& e) {
+        return bad(e.what());
+    }
+    return {OutputCheck::complete, ""};
+}
+
+PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::Device& device,
+                                  const std::string& image, const std::string& out_dir,
+                                  const std::string& heatmap_out) {
+    PredictionRecord r;
+    r.path = prediction_record_path(out_dir, image);
+    const OutputCheck before = prediction_record_check(r.path, image, cfg, heatmap_out);
+    if (before.state == OutputCheck::complete) {
+        r.json = nlohmann::json::parse(file_read(r.path));
+        r.already_done = true;
+        return r;
+    }
+    r.redone_why = before.why;
+    r.json = prediction_to_json(predict_image(net, cfg, device, image, heatmap_out));
+    text_write_atomic(r.path, r.json.dump() + "\n");
+    return r;
 }
 
 }  // namespace ips

@@ -1,12 +1,15 @@
-// End to end on a tiny generated Megapixel MNIST: data -> pretrain -> train -> eval -> predict.
+// End to end on a tiny generated Megapixel MNIST: data -> pretrain -> train -> eval -> predict;
+// predict over several ranks writes one process's records, and a rerun redoes only a cut one.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
+#include "ips/checkpoint.h"
 #include "ips/image_io.h"
 #include "test_support.h"
 
@@ -104,4 +107,99 @@ TEST_F(EndToEnd, PredictReportsABadImageAndKeepsGoing) {
     EXPECT_NE(pred.code, 0);
     EXPECT_NE(pred.output.find("broken.png"), std::string::npos) << pred.output;
     EXPECT_NE(pred.output.find("\"image\""), std::string::npos) << pred.output;  // the good one was still predicted
+}
+
+namespace {
+
+// A tiny grey image model (16 x 16 patches of 64 x 80 images, M = 4, two tasks) with random
+// weights: what sharding and resuming need is a model, not a trained one.
+const char* kTinyYaml = R"(
+is_image: true
+enc_type: resnet18
+n_chan_in: 1
+n_res_blocks: 2
+encoder_width: 8
+img_size: [64, 80]
+patch_size: [16, 16]
+patch_stride: [16, 16]
+N: 20
+M: 4
+I: 6
+use_pos: true
+n_token: 2
+H: 2
+D: 16
+D_k: 8
+D_v: 8
+D_inner: 32
+n_class: 3
+seed: 5
+tasks:
+  task0: {id: 0, name: kind, act_fn: softmax, metric: accuracy}
+  task1: {id: 1, name: tags, act_fn: sigmoid, metric: multilabel_accuracy}
+)";
+
+std::map<std::string, std::string> files_of(const fs::path& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return files;
+}
+
+}  // namespace
+
+TEST(PredictRanks, TwoRanksWriteOneProcesssRecordsAndARerunRedoesOnlyACutOne) {
+    ips::test::TempDir dir("ips_predict_ranks");
+    std::ofstream(dir / "tiny.yaml") << kTinyYaml;
+    const ips::Config cfg = ips::config_parse(kTinyYaml);
+    ips::IPSNet net = ips::net_make(cfg.model, cfg.compute, cfg.seed);
+    ips::checkpoint_save(dir / "w.pt", net, nullptr, {});
+    std::string images;
+    for (int k = 0; k < 3; ++k) {
+        auto img = torch::full({1, 64, 80}, 20 + 10 * k, torch::kUInt8);
+        img.index_put_({0, torch::indexing::Slice(8 * k, 40), torch::indexing::Slice(30, 70)}, 230);
+        ips::png_write(dir / ("img" + std::to_string(k) + ".png"), img);
+        images += " " + (dir / ("img" + std::to_string(k) + ".png"));
+    }
+    const fs::path out = dir.path / "out";
+    const std::string args = "predict " + (dir / "tiny.yaml") + " --weights " + (dir / "w.pt") + images +
+                             " --device cpu --threads 1 --json --out " + out.string() + " --heatmap " +
+                             (out / "heat.png").string();
+    Output one = ips_run(args);
+    ASSERT_EQ(one.code, 0) << one.output;
+    const auto want = files_of(out);
+    ASSERT_EQ(want.size(), 6u);  // img<k>.json and heat_img<k>.png
+    EXPECT_NE(one.output.find(want.at("img1.json")), std::string::npos) << one.output;  // --json prints the record
+
+    fs::remove_all(out);
+    Output r1 = ips::test::command_run("RANK=1 WORLD_SIZE=2 " + std::string(IPS_BINARY) + " " + args);
+    ASSERT_EQ(r1.code, 0) << r1.output;
+    EXPECT_NE(r1.output.find("ips predict: rank 1/2: 1 of 3 images"), std::string::npos) << r1.output;
+    EXPECT_EQ(files_of(out).size(), 2u);
+    EXPECT_TRUE(fs::exists(out / "img2.json"));
+    Output r0 = ips::test::command_run("RANK=0 WORLD_SIZE=2 " + std::string(IPS_BINARY) + " " + args);
+    ASSERT_EQ(r0.code, 0) << r0.output;
+    EXPECT_EQ(files_of(out), want);
+
+    fs::remove_all(out);
+    Output launched = ips_run(args + " --nproc-per-node 2");
+    ASSERT_EQ(launched.code, 0) << launched.output;
+    EXPECT_EQ(files_of(out), want);
+
+    // Cut short: img0's record is made again; the others are read back and printed as before.
+    fs::resize_file(out / "img0.json", 20);
+    Output rerun = ips_run(args);
+    ASSERT_EQ(rerun.code, 0) << rerun.output;
+    EXPECT_NE(rerun.output.find("ips predict: made " + (dir / "img0.png") + " again"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find("img1.png: already done"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find(want.at("img2.json")), std::string::npos) << rerun.output;
+    EXPECT_EQ(files_of(out), want);
+
+    // Without --out, the lines of several ranks would be the only result, in no fixed order.
+    Output refused = ips_run("predict " + (dir / "tiny.yaml") + " --weights " + (dir / "w.pt") + images +
+                             " --nproc-per-node 2");
+    EXPECT_NE(refused.code, 0);
+    EXPECT_NE(refused.output.find("give --out DIR"), std::string::npos) << refused.output;
 }

@@ -1,15 +1,18 @@
 // Slides end to end with the ips binary on the real Aperio slide: tiles, features (HDF5,
 // resumable, bad slides skipped), training on bags made from it in lazy and eager-sequential
-// modes with ROC AUC, CSV data sets of images, read benchmark on a generated pyramid.
+// modes with ROC AUC, CSV data sets of images, read benchmark on a generated pyramid; tiles and
+// features over several ranks give one process's files, and a rerun redoes only what is cut short.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "test_support.h"
 #include "ips/feature_bag.h"
+#include "ips/slide.h"
 
 namespace fs = std::filesystem;
 using ips::test::ips_run;
@@ -20,6 +23,62 @@ namespace {
 
 const std::string kDir = IPS_SOURCE_DIR;
 std::string svs_path() { return ips::test::test_slide_path(); }
+
+// Every file of a folder by name, with its bytes.
+std::map<std::string, std::string> files_of(const fs::path& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return files;
+}
+
+// Every bag of a folder by name, as "features | coords | patch_size | patch_level" tensors: HDF5
+// stamps objects with their modification time, so equal bags need not be equal bytes.
+std::map<std::string, std::vector<torch::Tensor>> bags_of(const fs::path& dir) {
+    std::map<std::string, std::vector<torch::Tensor>> bags;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const ips::FeatureBag bag = ips::feature_bag_read(e.path().string());
+        bags[e.path().filename().string()] = {bag.features, bag.coords, torch::tensor(bag.patch_size),
+                                              torch::tensor(bag.patch_level)};
+    }
+    return bags;
+}
+
+void bags_expect_equal(const fs::path& dir, const std::map<std::string, std::vector<torch::Tensor>>& want) {
+    const auto got = bags_of(dir);
+    ASSERT_EQ(got.size(), want.size());
+    for (const auto& [name, parts] : want) {
+        ASSERT_TRUE(got.count(name)) << name;
+        for (size_t k = 0; k < parts.size(); ++k) EXPECT_TRUE(torch::equal(got.at(name)[k], parts[k])) << name << " part " << k;
+    }
+}
+
+std::vector<std::string> names_of(const std::map<std::string, std::string>& files) {
+    std::vector<std::string> names;
+    for (const auto& f : files) names.push_back(f.first);
+    return names;
+}
+
+// As a launcher such as torchrun starts rank `rank` of `world`.
+ips::test::CommandResult rank_run(int rank, int world, const std::string& args) {
+    return ips::test::command_run("RANK=" + std::to_string(rank) + " WORLD_SIZE=" + std::to_string(world) + " " +
+                                  IPS_BINARY + " " + args);
+}
+
+// Inputs of a many-slide job: a copy of the real slide, then small generated pyramids (quick to
+// tile), each under its own name.
+std::string slides_write(const TempDir& dir, const std::vector<std::string>& names) {
+    std::string list;
+    for (size_t k = 0; k < names.size(); ++k) {
+        const std::string path = dir / names[k];
+        if (k == 0) fs::copy_file(svs_path(), path);
+        else ips::pyramid_tiff_write(path, 1024, 768, k);
+        list += " " + path;
+    }
+    return list;
+}
 
 nlohmann::json last_json(const std::string& output) {
     std::istringstream in(output);
@@ -148,4 +207,77 @@ TEST(Slides, ReadBenchOnAGeneratedPyramidReportsRateAndMemory) {
     EXPECT_EQ(j["tiles_read"].get<int64_t>(), 300);
     EXPECT_GT(j["patches_per_s"].get<double>(), 0);
     EXPECT_LT(j["peak_rss_gib"].get<double>(), 1.0);
+}
+
+TEST(Slides, TilesOnTwoRanksGiveOneProcesssFilesAndARerunRedoesOnlyACutOne) {
+    ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
+    TempDir dir("ips_tiles_ranks");
+    const std::string slides = slides_write(dir, {"a.svs", "b.tif", "c.tif"}), out = dir / "out";
+    const std::string args = "tiles" + slides + " --out " + out + " --thumb 512 --threads 1";
+    auto one = ips_run(args);
+    ASSERT_EQ(one.code, 0) << one.output;
+    const auto want = files_of(out);
+    ASSERT_EQ(want.size(), 9u);
+
+    // Each rank its share (rank 0: a and b, rank 1: c); together one process's files, byte for byte.
+    fs::remove_all(out);
+    auto r1 = rank_run(1, 2, args);
+    ASSERT_EQ(r1.code, 0) << r1.output;
+    EXPECT_NE(r1.output.find("ips tiles: rank 1/2: 1 of 3 slides"), std::string::npos) << r1.output;
+    EXPECT_EQ(names_of(files_of(out)), (std::vector<std::string>{"c.csv", "c.json", "c.png"}));
+    auto r0 = rank_run(0, 2, args);
+    ASSERT_EQ(r0.code, 0) << r0.output;
+    EXPECT_NE(r0.output.find("ips tiles: rank 0/2: 2 of 3 slides"), std::string::npos) << r0.output;
+    EXPECT_EQ(files_of(out), want);
+
+    fs::remove_all(out);
+    auto launched = ips_run(args + " --nproc-per-node 2");
+    ASSERT_EQ(launched.code, 0) << launched.output;
+    EXPECT_EQ(files_of(out), want);
+
+    // A rerun keeps a and c, and makes b again after its thumbnail was cut short.
+    fs::resize_file(fs::path(out) / "b.png", want.at("b.png").size() / 2);
+    auto rerun = ips_run(args);
+    ASSERT_EQ(rerun.code, 0) << rerun.output;
+    EXPECT_NE(rerun.output.find("a.svs: already done"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find("c.tif: already done"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find("ips tiles: made " + (dir / "b.tif") + " again; the earlier output was incomplete"),
+              std::string::npos)
+        << rerun.output;
+    EXPECT_EQ(files_of(out), want);
+}
+
+TEST(Slides, FeaturesOnTwoRanksGiveOneProcesssBagsAndARerunRedoesOnlyACutOne) {
+    ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
+    TempDir dir("ips_features_ranks");
+    const std::string slides = slides_write(dir, {"a.svs", "b.tif"}), out = dir / "out";
+    const std::string args = "features " + kDir + "/tests/fixtures/features_tiny.yaml" + slides + " --out " + out +
+                             " --device cpu --threads 1";
+    auto one = ips_run(args);
+    ASSERT_EQ(one.code, 0) << one.output;
+    ASSERT_EQ(names_of(files_of(out)), (std::vector<std::string>{"a.h5", "b.h5"}));
+    const auto want = bags_of(out);
+    const auto b_size = fs::file_size(fs::path(out) / "b.h5");
+
+    fs::remove_all(out);
+    auto r1 = rank_run(1, 2, args);
+    ASSERT_EQ(r1.code, 0) << r1.output;
+    EXPECT_EQ(names_of(files_of(out)), (std::vector<std::string>{"b.h5"}));
+    auto r0 = rank_run(0, 2, args);
+    ASSERT_EQ(r0.code, 0) << r0.output;
+    bags_expect_equal(out, want);
+
+    fs::remove_all(out);
+    auto launched = ips_run(args + " --nproc-per-node 2");
+    ASSERT_EQ(launched.code, 0) << launched.output;
+    bags_expect_equal(out, want);
+
+    fs::resize_file(fs::path(out) / "b.h5", b_size - 100);
+    auto rerun = ips_run(args);
+    ASSERT_EQ(rerun.code, 0) << rerun.output;
+    EXPECT_NE(rerun.output.find("a.svs: already done"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find("ips features: made " + (dir / "b.tif") + " again; the earlier output was incomplete"),
+              std::string::npos)
+        << rerun.output;
+    bags_expect_equal(out, want);
 }

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "ips/feature_bag.h"
+#include "ips/files.h"
 #include "test_support.h"
 
 using namespace ips;
@@ -92,6 +93,27 @@ TEST(FeatureBag, PerSlideRoundTripFloat16AndNoCoords) {
     EXPECT_FALSE(got.coords.defined());
     EXPECT_EQ(got.patch_size, 512);
     EXPECT_TRUE(torch::equal(got.features, bag.features));
+}
+
+// What `ips features` checks before it takes a bag as done, without reading the features; and a
+// bag written again later is the same bytes (HDF5 would record the time the datasets were made).
+TEST(FeatureBag, InfoWithoutTheFeaturesAndCutFilesAreRefused) {
+    TempDir dir;
+    const auto path = dir / "slide.h5";
+    const auto bag = random_bag(40, 6, torch::kHalf);
+    feature_bag_write(path, bag);
+    const FeatureBagInfo info = feature_bag_info(path);
+    EXPECT_EQ(info.rows, 40);
+    EXPECT_EQ(info.dim, 6);
+    EXPECT_EQ(info.dtype, torch::kHalf);
+    EXPECT_TRUE(torch::equal(info.coords, bag.coords));
+    EXPECT_EQ(info.patch_size, 256);
+    EXPECT_EQ(info.patch_level, 1);
+    const std::string bytes = file_read(path);
+    // Cut short (a copy that stopped half way): it does not open, and says so naming the file.
+    std::filesystem::resize_file(path, bytes.size() / 2);
+    expect_error([&] { feature_bag_info(path); }, path, "cannot open");
+    EXPECT_EQ(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
 }
 
 TEST(FeatureBag, LazySourceReadsRequestedRows) {

@@ -1,6 +1,7 @@
 // `ips features` as a library call: configs it refuses (named by key), and the bag of the real
 // Aperio slide through a tiny trunk: its tiles are tile_grid_make's, its rows the trunk's
-// embeddings of those tiles, and a second call finds it done.
+// embeddings of those tiles, a second call finds it done, and a bag cut short or made with
+// other settings is not taken as done.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -97,6 +98,32 @@ TEST(Features, ExtractWritesTheBagOfTheSlideOnce) {
     EXPECT_EQ(again.out, r.out);
     EXPECT_EQ(fs::last_write_time(r.out), written);
     EXPECT_EQ(std::distance(fs::directory_iterator(out.path), fs::directory_iterator()), 1);  // no temporary
+    EXPECT_EQ(features_check(cfg, svs_path(), out.path.string(), opt).state, OutputCheck::complete);
+
+    // A bag of other settings or cut short is not done: each is named, and a cut one is made again.
+    FeaturesOptions half = opt;
+    half.dtype = torch::kHalf;
+    OutputCheck c = features_check(cfg, svs_path(), out.path.string(), half);
+    EXPECT_EQ(c.state, OutputCheck::incomplete);
+    EXPECT_NE(c.why.find("holds float32, not float16"), std::string::npos) << c.why;
+    Config coarser = cfg;
+    coarser.data.patch_size = {512, 512};
+    coarser.data.patch_stride = {512, 512};
+    c = features_check(coarser, svs_path(), out.path.string(), opt);
+    EXPECT_EQ(c.state, OutputCheck::incomplete);
+    EXPECT_NE(c.why.find("rows; the slide has"), std::string::npos) << c.why;
+    EXPECT_EQ(features_check(cfg, svs_path(), (out / "elsewhere"), opt).state, OutputCheck::absent);
+
+    fs::resize_file(r.out, fs::file_size(r.out) / 2);
+    c = features_check(cfg, svs_path(), out.path.string(), opt);
+    EXPECT_EQ(c.state, OutputCheck::incomplete);
+    EXPECT_NE(c.why.find(r.out), std::string::npos) << c.why;
+    const FeaturesResult redone = features_extract(net, cfg, torch::kCPU, svs_path(), out.path.string(), opt);
+    EXPECT_FALSE(redone.already_done);
+    EXPECT_EQ(redone.redone_why, c.why);
+    const FeatureBag remade = feature_bag_read(r.out);
+    EXPECT_TRUE(torch::equal(remade.features, bag.features));
+    EXPECT_TRUE(torch::equal(remade.coords, bag.coords));
 }
 
 TEST(Features, AnUnreadableSlideIsNamedAndLeavesNoBag) {

@@ -1,5 +1,6 @@
 // Prediction for one image file: probabilities per task, the selected patches best first with
-// their attention, the heat map drawn from them, the JSON the CLI prints, and heat map names.
+// their attention, the heat map drawn from them, the JSON the CLI prints, heat map names, and the
+// records of --out that a rerun keeps when complete.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <set>
 
 #include "test_support.h"
+#include "ips/files.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
 #include "ips/predict.h"
@@ -149,4 +151,53 @@ TEST(Predict, UnreadableImagesAndFeatureConfigsAreRefused) {
     cfg.model.is_image = false;
     e = error_of([&] { predict_image(net, cfg, torch::kCPU, image_write(dir)); });
     EXPECT_NE(e.find("config key 'is_image'"), std::string::npos) << e;
+}
+
+TEST(Predict, RecordsAreKeptWhenCompleteAndMadeAgainWhenNot) {
+    const Config cfg = config_parse(kTinyImageYaml);
+    IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
+    TempDir dir("ips_predict_unit_records");
+    const std::string png = image_write(dir), out = dir / "out", heat = dir / "heat.png";
+    fs::create_directories(out);
+    const std::string record = prediction_record_path(out, png);
+    EXPECT_EQ(fs::path(record), fs::path(out) / "slide_01.json");
+    EXPECT_EQ(prediction_record_check(record, png, cfg, heat).state, OutputCheck::absent);
+
+    // The record is the JSON line --json prints, heat map included.
+    const PredictionRecord r = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+    EXPECT_FALSE(r.already_done);
+    EXPECT_EQ(r.path, record);
+    const std::string line = prediction_to_json(predict_image(net, cfg, torch::kCPU, png, heat)).dump() + "\n";
+    EXPECT_EQ(file_read(record), line);
+    EXPECT_EQ(r.json.dump() + "\n", line);
+    const std::string heat_bytes = file_read(heat);
+
+    // Complete: read back, not predicted again.
+    const auto written = fs::last_write_time(record);
+    const PredictionRecord again = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+    EXPECT_TRUE(again.already_done);
+    EXPECT_EQ(again.json, r.json);
+    EXPECT_EQ(fs::last_write_time(record), written);
+
+    // Incomplete, each named; a cut record or heat map is made again, the same as before.
+    const auto check_why = [&](const std::string& want_heat) {
+        const OutputCheck c = prediction_record_check(record, png, cfg, want_heat);
+        EXPECT_EQ(c.state, OutputCheck::incomplete);
+        return c.why;
+    };
+    EXPECT_NE(check_why("").find("heat map " + heat + ", not (none)"), std::string::npos) << check_why("");
+    Config three_tasks = cfg;
+    three_tasks.model.tasks.push_back({2, "extra", ActFn::softmax, Metric::accuracy});
+    EXPECT_EQ(prediction_record_check(record, png, three_tasks, heat).state, OutputCheck::incomplete);
+    EXPECT_EQ(prediction_record_check(record, dir / "other.png", cfg, heat).state, OutputCheck::incomplete);
+    for (const std::string& cut : {record, heat}) {
+        fs::resize_file(cut, fs::file_size(cut) - 5);
+        const std::string why = check_why(heat);
+        EXPECT_NE(why.find(record), std::string::npos) << why;
+        const PredictionRecord redone = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+        EXPECT_FALSE(redone.already_done);
+        EXPECT_EQ(redone.redone_why, why);
+        EXPECT_EQ(file_read(record), line);
+        EXPECT_EQ(file_read(heat), heat_bytes);
+    }
 }

@@ -1,12 +1,15 @@
 // `ips tiles` on the real Aperio slide: the CSV of tissue tiles, the JSON of settings and counts,
-// the thumbnail with the tiles outlined.
+// the thumbnail with the tiles outlined; a rerun keeps a complete result and redoes another.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 
 #include "test_support.h"
+#include "ips/files.h"
 #include "ips/image_io.h"
 #include "ips/slide.h"
 #include "ips/tiles.h"
@@ -117,4 +120,54 @@ TEST(Tiles, ProblemsAreNamed) {
     std::ofstream(out / "broken.svs") << "garbage";
     e = error_of([&] { tiles_write(opt, out.path.string(), out / "broken.svs"); });
     EXPECT_NE(e.find("broken.svs"), std::string::npos) << e;
+}
+
+TEST(Tiles, ARerunKeepsACompleteResultAndRedoesAnIncompleteOne) {
+    ASSERT_TRUE(fs::exists(svs_path())) << "the Aperio test slide is missing: " << svs_path();
+    TempDir out("ips_tiles_unit_resume");
+    TilesOptions opt;
+    opt.thumb = 256;
+    const std::string dir = out.path.string();
+    EXPECT_EQ(tiles_check(opt, dir, svs_path()).state, OutputCheck::absent);
+    const TilesResult r = tiles_write(opt, dir, svs_path());
+    EXPECT_FALSE(r.already_done);
+    EXPECT_EQ(r.redone_why, "");
+    std::map<std::string, std::string> first;
+    for (const char* ext : {".csv", ".png", ".json"}) first[ext] = file_read(r.stem + ext);
+    // The JSON is the manifest of the other two.
+    const auto j = nlohmann::json::parse(first[".json"]);
+    EXPECT_EQ(j["files"]["CMU-1-Small-Region.csv"].get<size_t>(), first[".csv"].size());
+    EXPECT_EQ(j["files"]["CMU-1-Small-Region.png"].get<size_t>(), first[".png"].size());
+    EXPECT_EQ(j["thumb"].get<int64_t>(), 256);
+
+    // Complete: kept as it is, with the counts it records.
+    EXPECT_EQ(tiles_check(opt, dir, svs_path()).state, OutputCheck::complete);
+    const auto written = fs::last_write_time(r.stem + ".png");
+    const TilesResult again = tiles_write(opt, dir, svs_path());
+    EXPECT_TRUE(again.already_done);
+    EXPECT_EQ(again.tiles, r.tiles);
+    EXPECT_EQ(again.grid_tiles, r.grid_tiles);
+    EXPECT_EQ(again.threshold, r.threshold);
+    EXPECT_EQ(fs::last_write_time(r.stem + ".png"), written);
+
+    // Incomplete, each named: a cut thumbnail, a cut CSV, a cut manifest, no manifest, other settings.
+    const auto redo_after = [&](const std::function<void()>& spoil, const std::string& why) {
+        spoil();
+        const OutputCheck c = tiles_check(opt, dir, svs_path());
+        EXPECT_EQ(c.state, OutputCheck::incomplete) << why;
+        EXPECT_NE(c.why.find(why), std::string::npos) << c.why;
+        const TilesResult redone = tiles_write(opt, dir, svs_path());
+        EXPECT_FALSE(redone.already_done);
+        EXPECT_EQ(redone.redone_why, c.why);
+        for (const auto& [ext, bytes] : first) EXPECT_EQ(file_read(r.stem + ext), bytes) << ext << " after " << why;
+    };
+    redo_after([&] { fs::resize_file(r.stem + ".png", first[".png"].size() / 2); }, "CMU-1-Small-Region.png with");
+    redo_after([&] { fs::resize_file(r.stem + ".csv", first[".csv"].size() - 3); }, "CMU-1-Small-Region.csv with");
+    redo_after([&] { fs::resize_file(r.stem + ".json", 40); }, r.stem + ".json: ");
+    redo_after([&] { fs::remove(r.stem + ".json"); }, "missing beside");
+    TilesOptions other = opt;
+    other.min_tissue = 0.5;
+    tiles_write(other, dir, svs_path());
+    EXPECT_EQ(tiles_check(other, dir, svs_path()).state, OutputCheck::complete);
+    redo_after([] {}, "made with min_tissue 0.5, not 0.01");
 }
