@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -58,6 +60,16 @@ inline CommandResult command_run(const std::string& command) {
 #ifdef IPS_BINARY
 inline CommandResult ips_run(const std::string& args) { return command_run(std::string(IPS_BINARY) + " " + args); }
 #endif
+
+// Every file of a folder by name, with its bytes (a flat folder of outputs).
+inline std::map<std::string, std::string> files_of(const std::filesystem::path& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+        std::ifstream in(e.path(), std::ios::binary);
+        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return files;
+}
 
 // The lines of a text file, without their line ends.
 inline std::vector<std::string> lines_of(const std::filesystem::path& p) {

@@ -20,6 +20,7 @@ namespace {
 const std::string kDir = IPS_SOURCE_DIR;
 
 using ips::test::ips_run;
+using ips::test::files_of;
 using Output = ips::test::CommandResult;
 
 class EndToEnd : public ::testing::Test {
@@ -139,14 +140,6 @@ tasks:
   task1: {id: 1, name: tags, act_fn: sigmoid, metric: multilabel_accuracy}
 )";
 
-std::map<std::string, std::string> files_of(const fs::path& dir) {
-    std::map<std::string, std::string> files;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        std::ifstream in(e.path(), std::ios::binary);
-        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
-    }
-    return files;
-}
 
 }  // namespace
 

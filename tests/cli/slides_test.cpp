@@ -16,6 +16,7 @@
 
 namespace fs = std::filesystem;
 using ips::test::ips_run;
+using ips::test::files_of;
 using ips::test::lines_of;
 using ips::test::TempDir;
 
@@ -24,15 +25,6 @@ namespace {
 const std::string kDir = IPS_SOURCE_DIR;
 std::string svs_path() { return ips::test::test_slide_path(); }
 
-// Every file of a folder by name, with its bytes.
-std::map<std::string, std::string> files_of(const fs::path& dir) {
-    std::map<std::string, std::string> files;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        std::ifstream in(e.path(), std::ios::binary);
-        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
-    }
-    return files;
-}
 
 // Every bag of a folder by name, as "features | coords | patch_size | patch_level" tensors: HDF5
 // stamps objects with their modification time, so equal bags need not be equal bytes.
