@@ -38,11 +38,21 @@ std::vector<std::string> cuda_device_names();
 // the Gloo / NCCL object itself, so only the name of its base differs.
 #ifdef IPS_COMPAT_C10D
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 namespace ips::compat {
 #if IPS_TORCH_AT_LEAST(2, 0)
 using CommBackend = c10d::Backend;
 #else
 using CommBackend = c10d::ProcessGroup;
 #endif
+// 2.4 made libuv the TCPStore's default transport, and Debian's 2.6 is built without libuv. The
+// classic transport exists in every version ips builds against.
+inline void tcp_store_classic(c10d::TCPStoreOptions& o) {
+#if IPS_TORCH_AT_LEAST(2, 2)
+    o.useLibUV = false;
+#else
+    (void)o;
+#endif
+}
 }  // namespace ips::compat
 #endif

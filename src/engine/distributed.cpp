@@ -86,6 +86,7 @@ c10::intrusive_ptr<c10d::Store> store_connect(const DistEnv& env, bool server, s
     o.isServer = server;
     o.waitWorkers = false;  // the join below waits, and can name who is missing
     o.timeout = timeout;
+    compat::tcp_store_classic(o);
     auto tcp = c10::make_intrusive<c10d::TCPStore>(env.master_addr, o);
     return c10::make_intrusive<c10d::PrefixStore>("ips/" + env.run_tag, tcp);
 }

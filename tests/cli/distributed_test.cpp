@@ -73,10 +73,10 @@ void metrics_expect_close(const fs::path& a, const fs::path& b, double tol) {
 }
 
 void runs_expect_equal(const fs::path& one, const fs::path& many, const std::vector<std::string>& noise = {},
-                       double noise_bound = 0) {
+                       double noise_bound = 0, double metrics_tol = 1e-5) {
     const auto [rel, abs] = model_distance((one / "last.pt").string(), (many / "last.pt").string(), noise, noise_bound);
     EXPECT_LE(rel, 1e-5) << "largest |difference| " << abs;
-    metrics_expect_close(one / "metrics.jsonl", many / "metrics.jsonl", 1e-5);
+    metrics_expect_close(one / "metrics.jsonl", many / "metrics.jsonl", metrics_tol);
 }
 
 // The torchrun environment by hand: `world` processes in the background, then wait for all.
@@ -105,11 +105,12 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     ASSERT_EQ(env.code, 0) << env.output;
     runs_expect_equal(dir.path / "one", dir.path / "env");
 
-    // -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0" (Std.NONE no longer
-    // iterates); 1 sends stdout to its logs and the console.
-    auto torchrun = command_run("MASTER_PORT=" + std::to_string(port_pick() + 1) + " " + ips::test::torch_python() +
-                                " -m torch.distributed.run --nproc_per_node 2 -r 1 -t 1 --master_port " + std::to_string(port_pick() + 1) +
-                                " --no_python " + kBin + " train " + kImage + " --out " + dir / "torchrun");
+    // torchrun's own code (tests/peer/torchrun.py: Debian's 2.6 needs its store on the classic
+    // transport). -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0"
+    // (Std.NONE no longer iterates); 1 sends stdout to its logs and the console.
+    auto torchrun = command_run(ips::test::torch_python() + " " + kDir + "/tests/peer/torchrun.py --nproc_per_node 2 -r 1 -t 1 " +
+                                "--master_port " + std::to_string(port_pick() + 1) + " --no_python " + kBin + " train " +
+                                kImage + " --out " + dir / "torchrun");
     ASSERT_EQ(torchrun.code, 0) << torchrun.output;
     runs_expect_equal(dir.path / "one", dir.path / "torchrun");
 }
@@ -137,26 +138,29 @@ TEST(Distributed, FeatureBagRunEqualsOneProcess) {
     ASSERT_EQ(one.code, 0) << one.output;
     auto two = ips_run(args + " --nproc-per-node 2 --out " + dir / "two");
     ASSERT_EQ(two.code, 0) << two.output;
-    // lr 1e-3, 3 epochs of 3 steps
-    runs_expect_equal(dir.path / "one", dir.path / "two", {"encoder.1.bias", "encoder.2.running_mean"}, 9e-3);
+    // lr 1e-3, 3 epochs of 3 steps. In eval mode that bias and running mean no longer cancel
+    // exactly, so the test losses carry their noise: 2.4e-5 seen with libtorch 2.6.
+    runs_expect_equal(dir.path / "one", dir.path / "two", {"encoder.1.bias", "encoder.2.running_mean"}, 9e-3, 1e-4);
     // The AUC comes from every rank's predictions gathered.
     const auto last = nlohmann::json::parse(lines_of(dir.path / "two" / "metrics.jsonl").back());
     EXPECT_TRUE(last["test"]["metastases"]["auc"].is_number()) << last;
     EXPECT_EQ(last["world_size"], 2);
 }
 
+// Two epochs (4 steps): over more steps Adam turns the rounding differences of gradients that are
+// nearly 0 into steps of up to ±lr, and this tiny model has such weights (2.6: 5.6e-4 after 6 steps).
 TEST(Distributed, CheckpointOfTwoRanksResumesOnOne) {
     TempDir dir("ips_dist_resume");
-    ASSERT_EQ(ips_run("train " + kImage + " --set n_epoch=3 --out " + dir / "one").code, 0);
-    auto first = ips_run("train " + kImage + " --set n_epoch=3 --nproc-per-node 2 --stop-after 1 --out " + dir / "mixed");
+    ASSERT_EQ(ips_run("train " + kImage + " --out " + dir / "one").code, 0);
+    auto first = ips_run("train " + kImage + " --nproc-per-node 2 --stop-after 1 --out " + dir / "mixed");
     ASSERT_EQ(first.code, 0) << first.output;
-    auto rest = ips_run("train " + kImage + " --set n_epoch=3 --resume --out " + dir / "mixed");
+    auto rest = ips_run("train " + kImage + " --resume --out " + dir / "mixed");
     ASSERT_EQ(rest.code, 0) << rest.output;
     runs_expect_equal(dir.path / "one", dir.path / "mixed");
     // And back: one rank's checkpoint on four.
-    auto four = ips_run("train " + kImage + " --set n_epoch=4 --nproc-per-node 4 --resume --out " + dir / "mixed");
+    auto four = ips_run("train " + kImage + " --set n_epoch=3 --nproc-per-node 4 --resume --out " + dir / "mixed");
     ASSERT_EQ(four.code, 0) << four.output;
-    EXPECT_EQ(lines_of(dir.path / "mixed" / "metrics.jsonl").size(), 4u);
+    EXPECT_EQ(lines_of(dir.path / "mixed" / "metrics.jsonl").size(), 3u);
 }
 
 TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
