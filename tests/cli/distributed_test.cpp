@@ -2,8 +2,12 @@
 // same model as one process with B, started by --nproc-per-node, by the torchrun environment and
 // by torchrun itself; a checkpoint resumes on another number of ranks; failures stop every rank
 // with a message naming the cause.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -89,7 +93,18 @@ std::string env_launch(int world, int port, const std::string& args) {
     return cmd + "wait)";
 }
 
-int port_pick() { return 20000 + static_cast<int>(::getpid() % 20000); }
+// A port free on loopback now (tests run in parallel: a fixed one could be taken).
+int port_pick() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
 
 TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     TempDir dir("ips_dist_image");
@@ -109,7 +124,7 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     // transport). -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0"
     // (Std.NONE no longer iterates); 1 sends stdout to its logs and the console.
     auto torchrun = command_run(ips::test::torch_python() + " " + kDir + "/tests/peer/torchrun.py --nproc_per_node 2 -r 1 -t 1 " +
-                                "--master_port " + std::to_string(port_pick() + 1) + " --no_python " + kBin + " train " +
+                                "--master_port " + std::to_string(port_pick()) + " --no_python " + kBin + " train " +
                                 kImage + " --out " + dir / "torchrun");
     ASSERT_EQ(torchrun.code, 0) << torchrun.output;
     runs_expect_equal(dir.path / "one", dir.path / "torchrun");
@@ -171,15 +186,16 @@ TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
     EXPECT_NE(odd.output.find("ips: rank"), std::string::npos) << odd.output;  // the launcher's word
 
     // Rank 1 never starts: rank 0 gives up after --dist-timeout and names it.
-    auto alone = command_run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 2) + " " +
+    auto alone = command_run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick()) + " " +
                              kBin + " train " + kImage + " --dist-timeout 2 --out " + dir / "alone");
     EXPECT_NE(alone.code, 0);
     EXPECT_NE(alone.output.find("rank 1 of 2 never joined"), std::string::npos) << alone.output;
 
     // Configurations that differ between ranks are refused at the start.
-    auto mixed = command_run("(RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 3) + " " +
+    const std::string port = std::to_string(port_pick());
+    auto mixed = command_run("(RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " " +
                              kBin + " train " + kImage + " --dist-timeout 20 --out " + dir / "m & RANK=1 WORLD_SIZE=2 " +
-                             "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick() + 3) + " " + kBin + " train " +
+                             "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " " + kBin + " train " +
                              kImage + " --set lr=0.5 --dist-timeout 20 --out " + dir / "m; wait)");
     EXPECT_NE(mixed.output.find("rank 1 runs a different configuration from rank 0"), std::string::npos) << mixed.output;
     EXPECT_NE(mixed.output.find("rank 1 stopped while joining"), std::string::npos) << mixed.output;
@@ -189,7 +205,7 @@ TEST(Distributed, AKilledRankStopsTheOthersNamingIt) {
     TempDir dir("ips_dist_kill");
     const std::string long_run = "train " + kImage + " --set n_epoch=500 --set n_test=1 --dist-timeout 60 --out ";
     // Started by hand: rank 0 finds rank 1 gone and says so.
-    const std::string port = std::to_string(port_pick() + 4);
+    const std::string port = std::to_string(port_pick());
     const std::string env = " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " ";
     const auto t0 = std::chrono::steady_clock::now();
     auto by_hand = command_run("RANK=0" + env + kBin + " " + long_run + dir / "a > " + dir / "r0.log 2>&1 & P0=$!; RANK=1" +
