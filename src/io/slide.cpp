@@ -198,7 +198,9 @@ Thumbnail slide_thumbnail(Slide& slide, int64_t max_side) {
     vips::VImage img = level_image(slide, level);
     try {
         if (img.has_alpha()) img = img.flatten(vips::VImage::option()->set("background", std::vector<double>{255.0}));
-        if (img.bands() == 1) img = img.bandjoin({img, img});
+        // The static bandjoin of all three: `img.bandjoin({img, img})` picks the static overload
+        // with two images and gives two bands (found by fuzz/grid.cpp).
+        if (img.bands() == 1) img = vips::VImage::bandjoin({img, img, img});
         if (img.bands() > 3) img = img.extract_band(0, vips::VImage::option()->set("n", 3));
         const double scale = std::min(1.0, double(max_side) / std::max(img.width(), img.height()));
         if (scale < 1.0) img = img.resize(scale);
@@ -206,6 +208,10 @@ Thumbnail slide_thumbnail(Slide& slide, int64_t max_side) {
         size_t size = 0;
         void* mem = img.write_to_memory(&size);
         const int64_t H = img.height(), W = img.width();
+        if (size != size_t(H * W * 3)) {
+            g_free(mem);
+            fail(slide.path, "cannot make a thumbnail: " + std::to_string(img.bands()) + " bands, not 3");
+        }
         auto hwc = torch::from_blob(mem, {H, W, 3}, [](void* p) { g_free(p); }, torch::kUInt8);
         return {hwc.permute({2, 0, 1}).contiguous(), double(slide.levels[0].width) / W};
     } catch (const vips::VError& e) {

@@ -83,6 +83,18 @@ TEST(Slide, AlphaIsCompositedOnWhite) {
     EXPECT_LE((r.slice(1, 48).slice(2, 0, 32).to(torch::kInt) - half).abs().max().item<int>(), 1);
 }
 
+// A one-band image's thumbnail is its grey in all three channels (it once had two bands, read as
+// three: a heap over-read, found by fuzz/grid.cpp).
+TEST(Slide, GreyImageThumbnailRepeatsTheGrey) {
+    ips::test::TempDir dir;
+    const auto grey = torch::randint(0, 256, {1, 40, 56}, torch::kUInt8);
+    ips::png_write(dir / "grey.png", grey);
+    auto slide = ips::slide_open(dir / "grey.png");
+    const ips::Thumbnail thumb = ips::slide_thumbnail(*slide, 64);
+    ASSERT_EQ(thumb.rgb.sizes(), (std::vector<int64_t>{3, 40, 56}));
+    for (int c = 0; c < 3; ++c) EXPECT_TRUE(torch::equal(thumb.rgb[c], grey[0])) << "channel " << c;
+}
+
 TEST(Slide, BadFilesAreNamed) {
     TempDir dir("ips_slide_bad");
     std::ofstream(dir / "text.svs") << "not a slide";
