@@ -217,15 +217,28 @@ torch::Tensor idx_read(const std::string& path) {
     int64_t count = 1;
     for (int d = 0; d < ndim; ++d) {
         shape[d] = be32(&dims_raw[4 * d]);
+        // 16 GiB is far beyond any digit file; a larger product means a corrupt header. Checked
+        // before multiplying, so that the product cannot overflow.
+        if (shape[d] > 0 && count > (int64_t(1) << 34) / shape[d])
+            file_fail(path, "bad IDX header: implausible dimensions");
         count *= shape[d];
-        // 16 GiB is far beyond any digit file; a larger product means a corrupt header.
-        if (count > (int64_t(1) << 34)) file_fail(path, "bad IDX header: implausible dimensions");
     }
-    torch::Tensor out = torch::empty(shape, torch::kUInt8);
-    got = file.read(out.data_ptr<uint8_t>(), static_cast<size_t>(count));
-    if (static_cast<int64_t>(got) < count)
+    // Read in slices into a growing buffer: a header is only a claim, and a short file must not
+    // cost the memory its header declares (found by fuzz/idx.cpp).
+    std::vector<uint8_t> data;
+    const size_t slice = size_t(1) << 24;
+    while (data.size() < static_cast<size_t>(count)) {
+        const size_t have = data.size(), want = std::min(slice, static_cast<size_t>(count) - have);
+        data.resize(have + want);
+        got = file.read(data.data() + have, want);
+        data.resize(have + got);
+        if (got < want) break;
+    }
+    if (static_cast<int64_t>(data.size()) < count)
         file_fail(path, "truncated: header declares " + std::to_string(count) + " data bytes, found " +
-                            std::to_string(got) + file.zlib_error());
+                            std::to_string(data.size()) + file.zlib_error());
+    torch::Tensor out = torch::empty(shape, torch::kUInt8);
+    if (count > 0) std::memcpy(out.data_ptr<uint8_t>(), data.data(), data.size());
     unsigned char extra;
     if (file.read(&extra, 1) != 0)
         file_fail(path, "has data after the " + std::to_string(count) + " bytes its header declares");

@@ -124,6 +124,16 @@ TEST(MnistIdx, BrokenFilesNameFileAndProblem) {
     msg = error_of([&] { idx_read(img); });
     EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 
+    // Found by fuzz/idx.cpp: a header declaring 16 GiB over no data is a truncated file (read in
+    // slices, not allocated first), and a product of dimensions past int64 is refused before it
+    // overflows.
+    bytes_write(img, idx_bytes({4, 65536, 65536}, ""));
+    msg = error_of([&] { idx_read(img); });
+    EXPECT_NE(msg.find("truncated: header declares 17179869184 data bytes, found 0"), std::string::npos) << msg;
+    bytes_write(img, idx_bytes({0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu}, ""));
+    msg = error_of([&] { idx_read(img); });
+    EXPECT_NE(msg.find("implausible dimensions"), std::string::npos) << msg;
+
     bytes_write(img, idx_bytes({10, 28, 28}, pixels + "xx"));
     msg = error_of([&] { idx_read(img); });
     EXPECT_NE(msg.find("has data after"), std::string::npos) << msg;
