@@ -248,6 +248,16 @@ void train_validate(const TrainOptions& t) {
 }
 
 void data_validate(const DataOptions& d, bool is_image) {
+    // Sides and counts stay below 2^31 (a 2-gigapixel side is beyond any slide), so that the grid
+    // arithmetic below and in config_image_size cannot overflow (found by fuzz/config.cpp).
+    constexpr int64_t kMost = int64_t(1) << 31;
+    const auto bounded = [&](const char* key, const std::array<int64_t, 2>& v) {
+        if (v[0] > kMost || v[1] > kMost) key_fail(key, "must be at most 2^31");
+    };
+    bounded("img_size", d.img_size);
+    bounded("patch_size", d.patch_size);
+    bounded("patch_stride", d.patch_stride);
+    if (d.N > kMost) key_fail("N", "must be at most 2^31");
     if (is_image) {
         for (int i = 0; i < 2; ++i) {
             if (d.patch_size[i] < 1) key_fail("patch_size", "must be >= 1");

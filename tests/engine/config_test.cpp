@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "ips/config.h"
+#include "test_support.h"
 
 using namespace ips;
 
@@ -115,4 +116,17 @@ TEST(Config, MissingFileIsNamed) {
     } catch (const ConfigError& e) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent/cfg.yaml"), std::string::npos);
     }
+}
+
+// Found by fuzz/config.cpp (fuzz/crashes/config/): sizes whose grid arithmetic would overflow
+// int64 are refused by key.
+TEST(Config, SizesBeyondTwoToThe31AreRefusedByKey) {
+    const std::string tasks = "tasks: {t: {name: x}}\n";
+    auto msg = ips::test::error_of([&] {
+        config_parse("N: 1\nimg_size: [4611686018427387904, 4611686018427387904]\npatch_size: 1\npatch_stride: 1\n" + tasks);
+    });
+    EXPECT_NE(msg.find("'img_size'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("at most 2^31"), std::string::npos) << msg;
+    msg = ips::test::error_of([&] { config_parse("N: 9223372036854775807\npatch_stride: 4611686018427387904\n" + tasks); });
+    EXPECT_NE(msg.find("at most 2^31"), std::string::npos) << msg;
 }
