@@ -124,14 +124,19 @@ TEST(Distributed, CollectivesAndGradientBucketsSumOverRanks) {
         EXPECT_EQ(dist_bytes_broadcast(g, "hello", r == 0 ? std::string("from rank 0\0x", 13) : ""),
                   std::string("from rank 0\0x", 13));
 
-        // Different weights per rank: the broadcast makes them rank 0's.
-        torch::manual_seed(static_cast<uint64_t>(100 + r));
+        // Different weights and buffers per rank (not from the global generator, which the rank
+        // threads share): the broadcast makes them rank 0's.
         torch::nn::Sequential net(torch::nn::Linear(5, 7), BatchNorm(7), torch::nn::Linear(7, 2));
+        {
+            torch::NoGradGuard no_grad;
+            int k = 0;
+            for (auto& p : net->parameters()) p.fill_(100.0 * r + k++);
+            for (auto& b : net->buffers()) b.fill_(100 * r + k++);
+        }
         module_broadcast(g, *net);
-        torch::manual_seed(100);
-        torch::nn::Sequential net0(torch::nn::Linear(5, 7), BatchNorm(7), torch::nn::Linear(7, 2));
-        for (size_t i = 0; i < net->parameters().size(); ++i)
-            EXPECT_TRUE(torch::equal(net->parameters()[i], net0->parameters()[i]));
+        int k = 0;
+        for (const auto& p : net->parameters()) EXPECT_TRUE(torch::equal(p, torch::full_like(p, k++)));
+        for (const auto& b : net->buffers()) EXPECT_TRUE(torch::equal(b, torch::full_like(b, k++)));
 
         // Gradients: rank r contributes (r + 1) x its own; buckets of 64 bytes split them up.
         auto params = net->parameters();
