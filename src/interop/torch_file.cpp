@@ -92,18 +92,28 @@ std::string join_key(const std::string& prefix, const std::string& key) {
     return prefix.empty() ? key : prefix + "." + key;
 }
 
-void flatten(const PyRef& v, const std::string& key, NamedTensors& out, int depth) {
+// A pickle can share one container many times (the memo), so a few bytes can expand into an
+// exponential tree: the walks below stop after this many objects (real files hold thousands;
+// found by fuzz/torch_pickle.cpp).
+constexpr int64_t kMostObjects = int64_t(1) << 22;
+
+void budget_spend(int64_t& budget) {
+    if (--budget < 0) fail("more than " + std::to_string(kMostObjects) + " objects once shared containers are expanded");
+}
+
+void flatten(const PyRef& v, const std::string& key, NamedTensors& out, int depth, int64_t& budget) {
     // Containers can refer to themselves through the memo; real state dicts are a few levels deep.
     if (depth > 64) fail("containers nested more than 64 levels deep");
+    budget_spend(budget);
     switch (v->kind) {
         case PyKind::tensor: out.emplace_back(key, v->tensor); break;
         case PyKind::dict:
-            for (const auto& [k, item] : v->dict) flatten(item, join_key(key, key_text(k)), out, depth + 1);
+            for (const auto& [k, item] : v->dict) flatten(item, join_key(key, key_text(k)), out, depth + 1, budget);
             break;
         case PyKind::tuple:
         case PyKind::list:
             for (size_t i = 0; i < v->items.size(); ++i)
-                flatten(v->items[i], join_key(key, std::to_string(i)), out, depth + 1);
+                flatten(v->items[i], join_key(key, std::to_string(i)), out, depth + 1, budget);
             break;
         default: break;
     }
@@ -121,8 +131,9 @@ std::string top_level_keys(const NamedTensors& all) {
     return s.empty() ? "none" : s;
 }
 
-c10::IValue ivalue_of(const PyRef& v, int depth) {
+c10::IValue ivalue_of(const PyRef& v, int depth, int64_t& budget) {
     if (depth > 64) fail("containers nested more than 64 levels deep");
+    budget_spend(budget);
     switch (v->kind) {
         case PyKind::boolean: return v->b;
         case PyKind::integer: return v->i;
@@ -133,12 +144,12 @@ c10::IValue ivalue_of(const PyRef& v, int depth) {
         case PyKind::tuple:
         case PyKind::list: {
             c10::impl::GenericList list(c10::AnyType::get());
-            for (const auto& item : v->items) list.push_back(ivalue_of(item, depth + 1));
+            for (const auto& item : v->items) list.push_back(ivalue_of(item, depth + 1, budget));
             return list;
         }
         case PyKind::dict: {
             c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
-            for (const auto& [k, item] : v->dict) dict.insert_or_assign(key_text(k), ivalue_of(item, depth + 1));
+            for (const auto& [k, item] : v->dict) dict.insert_or_assign(key_text(k), ivalue_of(item, depth + 1, budget));
             return dict;
         }
         default: return c10::IValue();
@@ -198,13 +209,17 @@ auto with_file_errors(const std::string& path, F read) {
 }  // namespace
 
 c10::IValue torch_file_load(const std::string& path) {
-    return with_file_errors(path, [&] { return ivalue_of(read_archive(path), 0); });
+    return with_file_errors(path, [&] {
+        int64_t budget = kMostObjects;
+        return ivalue_of(read_archive(path), 0, budget);
+    });
 }
 
 NamedTensors torch_file_read(const std::string& path, const std::string& root) {
     NamedTensors all = with_file_errors(path, [&] {
         NamedTensors out;
-        flatten(read_archive(path), "", out, 0);
+        int64_t budget = kMostObjects;
+        flatten(read_archive(path), "", out, 0, budget);
         return out;
     });
     if (root.empty()) return all;

@@ -249,6 +249,14 @@ TEST(TorchFile, RejectsCorruptRecordsNamingTheFileAndTheReason) {
              replace_once(r[0].second, std::string("cpuK\x06tQK\x00", 9), std::string("cpuK\x06tQK\x01", 9));
          }},
         {"nopickle", "no data.pkl record", [](auto& r) { r[0].first = "other.pkl"; }},
+        // 40 tuples, each of the one before twice: 84 bytes that expand to 2^40 objects (found
+        // by fuzz/torch_pickle.cpp; it hung the reader).
+        {"shared", "objects once shared containers are expanded",
+         [](auto& r) {
+             std::string p = "\x80\x02]2";
+             for (int k = 0; k < 39; ++k) p += "\x86" "2";
+             r[0].second = p + "\x86.";
+         }},
     };
     for (const auto& c : cases) {
         auto spoiled = records;
