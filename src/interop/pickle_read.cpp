@@ -16,9 +16,24 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::runtime_error(msg); }
 
+// Every value one pickle_load makes. A pickle can put a container inside itself (through the
+// memo), a shared_ptr cycle that would never be freed (found by fuzz/torch_pickle.cpp): the arena
+// owns every value and empties the containers when the last reference to the result goes.
+struct Arena {
+    std::vector<PyRef> values;
+    ~Arena() {
+        for (auto& v : values) {
+            v->items.clear();
+            v->dict.clear();
+        }
+    }
+};
+thread_local Arena* t_arena = nullptr;
+
 PyRef make(PyKind kind) {
     auto v = std::make_shared<PyValue>();
     v->kind = kind;
+    if (t_arena) t_arena->values.push_back(v);
     return v;
 }
 
@@ -480,7 +495,15 @@ private:
 }  // namespace
 
 PyRef pickle_load(const std::string& data, const StorageLoader& load_storage) {
-    return Unpickler(data, load_storage).run();
+    auto arena = std::make_shared<Arena>();
+    struct Scope {
+        Arena* saved;
+        ~Scope() { t_arena = saved; }
+    } scope{t_arena};
+    t_arena = arena.get();
+    const PyRef root = Unpickler(data, load_storage).run();
+    // The result keeps the arena alive (an aliasing pointer): the tree lives as long as its root.
+    return PyRef(arena, root.get());
 }
 
 const char* storage_class_name(torch::ScalarType dtype) {

@@ -207,6 +207,21 @@ TEST(PickleRead, CorruptProgramsNameTheReasonAndTheOffset) {
     }
 }
 
+// A dict put inside itself (`}2` `2` `s`: EMPTY_DICT, DUP, DUP, SETITEM) is read, and freed with
+// its root (it was a shared_ptr cycle, leaked on every load; found by fuzz/torch_pickle.cpp).
+TEST(PickleRead, AContainerInsideItselfIsFreedWithTheRoot) {
+    std::weak_ptr<PyValue> inner;
+    {
+        const PyRef root = pickle_load(std::string("\x80\x02}22s.", 7), no_storage);
+        ASSERT_EQ(root->kind, PyKind::dict);
+        ASSERT_EQ(root->dict.size(), 1u);
+        EXPECT_EQ(root->dict[0].second.get(), root.get());
+        inner = root->dict[0].second;
+        EXPECT_FALSE(inner.expired());
+    }
+    EXPECT_TRUE(inner.expired());
+}
+
 TEST(PickleRead, StorageClassNamesAreOnesTheReaderKnows) {
     EXPECT_STREQ(storage_class_name(torch::kFloat), "FloatStorage");
     EXPECT_STREQ(storage_class_name(torch::kHalf), "HalfStorage");
