@@ -95,7 +95,7 @@ std::string join_key(const std::string& prefix, const std::string& key) {
 // A pickle can share one container many times (the memo), so a few bytes can expand into an
 // exponential tree: the walks below stop after this many objects (real files hold thousands;
 // found by fuzz/torch_pickle.cpp).
-constexpr int64_t kMostObjects = int64_t(1) << 22;
+constexpr int64_t kMostObjects = int64_t(1) << 20;
 
 void budget_spend(int64_t& budget) {
     if (--budget < 0) fail("more than " + std::to_string(kMostObjects) + " objects once shared containers are expanded");
