@@ -158,6 +158,7 @@ struct Run {
     std::unique_ptr<torch::optim::AdamW> optimizer;
     BatchNormSyncPtr bn_sync;
     StepCounter counter;
+    bool resume = false;  // --resume and a last.pt to resume from
     int start_epoch = 0;
     double best = -1;
     int rank() const { return dist ? dist_rank(*dist) : 0; }
@@ -181,6 +182,13 @@ CheckpointMeta resume_load(Run& run) {
     return meta;
 }
 
+// Whether OUT/last.pt exists (rank 0 looks, and tells the others).
+bool checkpoint_present(Run& run) {
+    const bool here = run.writes() && fs::exists(run.dir / "last.pt");
+    if (!run.dist) return here;
+    return dist_bytes_broadcast(*run.dist, "resume-present", here ? "1" : "0") == "1";
+}
+
 void run_open(Run& run) {
     const Config& cfg = run.cfg;
     if (cfg.train.B % run.world() != 0)
@@ -195,9 +203,15 @@ void run_open(Run& run) {
     run.test_data = dataset_open(cfg, "test");
     if (run.train_data->size() == 0)
         throw std::runtime_error("the training split of '" + cfg.data.dataset + "' is empty");
+    // A job scheduler restarts a killed job with the same command line, --resume included, even
+    // when it died before the first checkpoint: that run starts from the beginning.
+    run.resume = run.opt.resume && checkpoint_present(run);
+    if (run.opt.resume && !run.resume && run.writes())
+        std::fprintf(stderr, "note: --resume: %s does not exist yet; starting from the beginning\n",
+                     (run.dir / "last.pt").c_str());
     run.net = net_make(cfg.model, cfg.compute, cfg.seed);
     // A resumed run's last.pt holds everything the initial weights became.
-    if (run.opt.resume) {
+    if (run.resume) {
         // Loaded from last.pt below, after the move to the device (with the optimizer state).
     } else if (!run.opt.init_weights.empty()) {
         weights_load(run.opt.init_weights, run.net);
@@ -208,7 +222,7 @@ void run_open(Run& run) {
     run.optimizer = optimizer_make(run.net, cfg.train);
     // A partial last batch is trained on.
     run.counter.steps_per_epoch = (run.train_data->size() + cfg.train.B - 1) / cfg.train.B;
-    if (run.opt.resume) {
+    if (run.resume) {
         CheckpointMeta meta = resume_load(run);
         run.start_epoch = static_cast<int>(meta.epoch);
         run.counter.step = meta.step;
