@@ -1,6 +1,9 @@
 // Helpers every test suite needs: scratch folders and running the ips binary.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -69,6 +72,20 @@ inline std::map<std::string, std::string> files_of(const std::filesystem::path& 
         files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
     }
     return files;
+}
+
+// A TCP port free on loopback now, for tests that start ranks by hand (tests run in parallel, so
+// a fixed port could be taken).
+inline int port_free() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    close(fd);
+    return ntohs(a.sin_port);
 }
 
 // The lines of a text file, without their line ends.

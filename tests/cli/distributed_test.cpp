@@ -2,12 +2,8 @@
 // same model as one process with B, started by --nproc-per-node, by the torchrun environment and
 // by torchrun itself; a checkpoint resumes on another number of ranks; failures stop every rank
 // with a message naming the cause.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <nlohmann/json.hpp>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -93,19 +89,6 @@ std::string env_launch(int world, int port, const std::string& args) {
     return cmd + "wait)";
 }
 
-// A port free on loopback now (tests run in parallel: a fixed one could be taken).
-int port_pick() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     TempDir dir("ips_dist_image");
     auto one = ips_run("train " + kImage + " --out " + dir / "one");
@@ -116,7 +99,7 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     EXPECT_NE(two.output.find("x 2 ranks"), std::string::npos) << two.output;
     runs_expect_equal(dir.path / "one", dir.path / "two");
 
-    auto env = command_run(env_launch(2, port_pick(), "train " + kImage + " --out " + dir / "env"));
+    auto env = command_run(env_launch(2, ips::test::port_free(), "train " + kImage + " --out " + dir / "env"));
     ASSERT_EQ(env.code, 0) << env.output;
     runs_expect_equal(dir.path / "one", dir.path / "env");
 
@@ -124,7 +107,7 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     // transport). -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0"
     // (Std.NONE no longer iterates); 1 sends stdout to its logs and the console.
     auto torchrun = command_run(ips::test::torch_python() + " " + kDir + "/tests/peer/torchrun.py --nproc_per_node 2 -r 1 -t 1 " +
-                                "--master_port " + std::to_string(port_pick()) + " --no_python " + kBin + " train " +
+                                "--master_port " + std::to_string(ips::test::port_free()) + " --no_python " + kBin + " train " +
                                 kImage + " --out " + dir / "torchrun");
     ASSERT_EQ(torchrun.code, 0) << torchrun.output;
     runs_expect_equal(dir.path / "one", dir.path / "torchrun");
@@ -186,13 +169,13 @@ TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
     EXPECT_NE(odd.output.find("ips: rank"), std::string::npos) << odd.output;  // the launcher's word
 
     // Rank 1 never starts: rank 0 gives up after --dist-timeout and names it.
-    auto alone = command_run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port_pick()) + " " +
+    auto alone = command_run("RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(ips::test::port_free()) + " " +
                              kBin + " train " + kImage + " --dist-timeout 2 --out " + dir / "alone");
     EXPECT_NE(alone.code, 0);
     EXPECT_NE(alone.output.find("rank 1 of 2 never joined"), std::string::npos) << alone.output;
 
     // Configurations that differ between ranks are refused at the start.
-    const std::string port = std::to_string(port_pick());
+    const std::string port = std::to_string(ips::test::port_free());
     auto mixed = command_run("(RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " " +
                              kBin + " train " + kImage + " --dist-timeout 20 --out " + dir / "m & RANK=1 WORLD_SIZE=2 " +
                              "MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " " + kBin + " train " +
@@ -205,7 +188,7 @@ TEST(Distributed, AKilledRankStopsTheOthersNamingIt) {
     TempDir dir("ips_dist_kill");
     const std::string long_run = "train " + kImage + " --set n_epoch=500 --set n_test=1 --dist-timeout 60 --out ";
     // Started by hand: rank 0 finds rank 1 gone and says so.
-    const std::string port = std::to_string(port_pick());
+    const std::string port = std::to_string(ips::test::port_free());
     const std::string env = " WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port + " ";
     const auto t0 = std::chrono::steady_clock::now();
     auto by_hand = command_run("RANK=0" + env + kBin + " " + long_run + dir / "a > " + dir / "r0.log 2>&1 & P0=$!; RANK=1" +

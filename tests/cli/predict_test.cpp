@@ -112,41 +112,16 @@ TEST_F(EndToEnd, PredictReportsABadImageAndKeepsGoing) {
 
 namespace {
 
-// A tiny grey image model (16 x 16 patches of 64 x 80 images, M = 4, two tasks) with random
-// weights: what sharding and resuming need is a model, not a trained one.
-const char* kTinyYaml = R"(
-is_image: true
-enc_type: resnet18
-n_chan_in: 1
-n_res_blocks: 2
-encoder_width: 8
-img_size: [64, 80]
-patch_size: [16, 16]
-patch_stride: [16, 16]
-N: 20
-M: 4
-I: 6
-use_pos: true
-n_token: 2
-H: 2
-D: 16
-D_k: 8
-D_v: 8
-D_inner: 32
-n_class: 3
-seed: 5
-tasks:
-  task0: {id: 0, name: kind, act_fn: softmax, metric: accuracy}
-  task1: {id: 1, name: tags, act_fn: sigmoid, metric: multilabel_accuracy}
-)";
+const std::string kTinyYaml = kDir + "/tests/fixtures/tiny_grey.yaml";
+
 
 
 }  // namespace
 
 TEST(PredictRanks, TwoRanksWriteOneProcesssRecordsAndARerunRedoesOnlyACutOne) {
     ips::test::TempDir dir("ips_predict_ranks");
-    std::ofstream(dir / "tiny.yaml") << kTinyYaml;
-    const ips::Config cfg = ips::config_parse(kTinyYaml);
+    fs::copy_file(kTinyYaml, dir / "tiny.yaml");
+    const ips::Config cfg = ips::config_load(kTinyYaml);
     ips::IPSNet net = ips::net_make(cfg.model, cfg.compute, cfg.seed);
     ips::checkpoint_save(dir / "w.pt", net, nullptr, {});
     std::string images;

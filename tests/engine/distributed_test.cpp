@@ -3,10 +3,6 @@
 // rendezvous errors.
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <functional>
@@ -18,19 +14,6 @@
 
 namespace ips {
 namespace {
-
-int port_free() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 DistEnv env_of(int rank, int world, int port) {
     DistEnv e;
     e.rank = rank;
@@ -53,7 +36,7 @@ DistOptions options_of(int timeout_s, const std::string& fingerprint = "cfg") {
 // Runs body(rank, group) on `world` threads, one rank each; returns each rank's error text ("" if none).
 std::vector<std::string> ranks_run(int world, const std::function<void(int, DistGroup&)>& body,
                                    const std::vector<int>& world_seen = {}) {
-    const int port = port_free();
+    const int port = ips::test::port_free();
     std::vector<std::string> errors(static_cast<size_t>(world));
     std::vector<std::thread> threads;
     for (int r = 0; r < world; ++r)
@@ -202,12 +185,12 @@ TEST(Distributed, SynchronisedBatchNormEqualsOneProcess) {
 TEST(Distributed, RendezvousErrorsNameTheCauseWithinTheTimeout) {
     // A rank that never joins: rank 0 waits `timeout`, then names it.
     const auto t0 = std::chrono::steady_clock::now();
-    auto lonely = test::error_of([] { dist_init(env_of(0, 2, port_free()), options_of(2), torch::kCPU); });
+    auto lonely = test::error_of([] { dist_init(env_of(0, 2, ips::test::port_free()), options_of(2), torch::kCPU); });
     EXPECT_NE(lonely.find("rank 1 of 2 never joined"), std::string::npos) << lonely;
     EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 
     // The port is taken.
-    const int port = port_free();
+    const int port = ips::test::port_free();
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;

@@ -21,35 +21,8 @@ using test::TempDir;
 
 namespace {
 
-// A tiny grey image model: 16 x 16 patches, M = 4 of them, two tasks.
-const char* kTinyImageYaml = R"(
-is_image: true
-enc_type: resnet18
-n_chan_in: 1
-n_res_blocks: 2
-encoder_width: 8
-img_size: [64, 80]
-patch_size: [16, 16]
-patch_stride: [16, 16]
-N: 20
-M: 4
-I: 6
-shuffle: false
-use_pos: true
-n_token: 2
-H: 2
-D: 16
-D_k: 8
-D_v: 8
-D_inner: 32
-dropout: 0
-attn_dropout: 0
-n_class: 3
-seed: 5
-tasks:
-  task0: {id: 0, name: kind, act_fn: softmax, metric: accuracy}
-  task1: {id: 1, name: tags, act_fn: sigmoid, metric: multilabel_accuracy}
-)";
+const std::string kTinyImageYaml = std::string(IPS_SOURCE_DIR) + "/tests/fixtures/tiny_grey.yaml";
+
 
 // A 64 x 80 grey PNG: dark with a bright square, so the patches differ.
 std::string image_write(const TempDir& dir) {
@@ -64,7 +37,7 @@ std::string image_write(const TempDir& dir) {
 }  // namespace
 
 TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
-    const Config cfg = config_parse(kTinyImageYaml);
+    const Config cfg = config_load(kTinyImageYaml);
     IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
     TempDir dir("ips_predict_unit");
     const std::string png = image_write(dir);
@@ -138,7 +111,7 @@ TEST(Predict, HeatmapPathForOneOrSeveralImages) {
 }
 
 TEST(Predict, UnreadableImagesAndFeatureConfigsAreRefused) {
-    Config cfg = config_parse(kTinyImageYaml);
+    Config cfg = config_load(kTinyImageYaml);
     IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
     TempDir dir("ips_predict_unit_bad");
     const std::string missing = dir / "missing.png";
@@ -154,7 +127,7 @@ TEST(Predict, UnreadableImagesAndFeatureConfigsAreRefused) {
 }
 
 TEST(Predict, RecordsAreKeptWhenCompleteAndMadeAgainWhenNot) {
-    const Config cfg = config_parse(kTinyImageYaml);
+    const Config cfg = config_load(kTinyImageYaml);
     IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
     TempDir dir("ips_predict_unit_records");
     const std::string png = image_write(dir), out = dir / "out", heat = dir / "heat.png";
