@@ -119,12 +119,13 @@ std::string peers_diagnose(DistGroup& g) {
     }
 }
 
-template <class Launch>
-void collective(DistGroup& g, const char* what, Launch&& launch) {
+// Runs `run` (which launches collectives on the group and waits for them), counts its time, and
+// turns a failure into a message naming the rank that stopped where the store can tell.
+template <class Run>
+void collective(DistGroup& g, const char* what, Run&& run) {
     const auto t0 = Clock::now();
     try {
-        c10::intrusive_ptr<c10d::Work> work = launch(*g.pg);
-        work->wait();
+        run(*g.pg);
     } catch (const std::exception& e) {
         const std::string reason = peers_diagnose(g);
         throw std::runtime_error("rank " + std::to_string(g.rank) + " of " + std::to_string(g.world) + ": " + what +
@@ -310,7 +311,7 @@ double dist_comm_seconds(const DistGroup& g) { return g.comm_seconds; }
 
 void dist_allreduce_sum(DistGroup& g, torch::Tensor& t) {
     std::vector<torch::Tensor> v{t};
-    collective(g, "all-reduce", [&](compat::CommBackend& pg) { return pg.allreduce(v); });
+    collective(g, "all-reduce", [&](compat::CommBackend& pg) { pg.allreduce(v)->wait(); });
 }
 
 void dist_broadcast(DistGroup& g, std::vector<torch::Tensor>& tensors) {
@@ -318,7 +319,7 @@ void dist_broadcast(DistGroup& g, std::vector<torch::Tensor>& tensors) {
         std::vector<torch::Tensor> v{t};
         c10d::BroadcastOptions o;
         o.rootRank = 0;
-        collective(g, "broadcast", [&](compat::CommBackend& pg) { return pg.broadcast(v, o); });
+        collective(g, "broadcast", [&](compat::CommBackend& pg) { pg.broadcast(v, o)->wait(); });
     }
 }
 
@@ -326,12 +327,12 @@ std::vector<torch::Tensor> dist_allgather(DistGroup& g, const torch::Tensor& t) 
     std::vector<torch::Tensor> in{t.contiguous()};
     std::vector<std::vector<torch::Tensor>> out(1);
     for (int r = 0; r < g.world; ++r) out[0].push_back(torch::empty_like(in[0]));
-    collective(g, "all-gather", [&](compat::CommBackend& pg) { return pg.allgather(out, in); });
+    collective(g, "all-gather", [&](compat::CommBackend& pg) { pg.allgather(out, in)->wait(); });
     return out[0];
 }
 
 void dist_barrier(DistGroup& g) {
-    collective(g, "barrier", [&](compat::CommBackend& pg) { return pg.barrier(); });
+    collective(g, "barrier", [&](compat::CommBackend& pg) { pg.barrier()->wait(); });
 }
 
 std::string dist_bytes_broadcast(DistGroup& g, const std::string& key, const std::string& bytes) {
@@ -428,7 +429,6 @@ double extra_read(const torch::Tensor& buffer) { return buffer[-1].item<double>(
 
 double gradients_allreduce(DistGroup& g, const std::vector<torch::Tensor>& params, double extra, int64_t bucket_bytes) {
     const auto grads = grads_of(params);
-    const auto t0 = Clock::now();
     // Buckets of consecutive gradients of one dtype and device; the extra value joins the last.
     std::vector<std::vector<torch::Tensor>> buckets(1);
     int64_t bytes = 0;
@@ -444,21 +444,16 @@ double gradients_allreduce(DistGroup& g, const std::vector<torch::Tensor>& param
     const auto tail_options = grads.empty() ? torch::TensorOptions().dtype(torch::kFloat64)
                                             : grads.back().options();
     std::vector<Flat> flats;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    try {
+    collective(g, "gradient all-reduce", [&](compat::CommBackend& pg) {
+        std::vector<c10::intrusive_ptr<c10d::Work>> works;
         for (size_t i = 0; i < buckets.size(); ++i) {
             const bool last = i + 1 == buckets.size();
             flats.push_back(flat_of(buckets[i], last ? torch::full({1}, extra, tail_options) : torch::Tensor()));
             std::vector<torch::Tensor> v{flats.back().buffer};
-            works.push_back(g.pg->allreduce(v));  // queued: the buckets travel back to back
+            works.push_back(pg.allreduce(v));  // queued: the buckets travel back to back
         }
         for (auto& w : works) w->wait();
-    } catch (const std::exception& e) {
-        const std::string reason = peers_diagnose(g);
-        throw std::runtime_error("rank " + std::to_string(g.rank) + " of " + std::to_string(g.world) +
-                                 ": gradient all-reduce failed (" + error_text(e) + "); " + reason);
-    }
-    g.comm_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    });
     torch::NoGradGuard no_grad;
     for (const auto& f : flats) flat_unpack(f);
     return extra_read(flats.back().buffer);
