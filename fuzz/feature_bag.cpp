@@ -31,10 +31,7 @@ void source_check(const PatchSourcePtr& src) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    torch_quiet();
-    return 0;
-}
+IPS_FUZZ_INIT_QUIET
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string path = file_write("bag.h5", data, size);

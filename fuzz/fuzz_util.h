@@ -88,6 +88,14 @@ inline void torch_quiet() {
     torch::set_num_threads(1);
 }
 
+// The libFuzzer set-up of a harness that needs nothing beyond torch_quiet (a macro: the entry
+// point must be defined once per harness binary, in its own source).
+#define IPS_FUZZ_INIT_QUIET                                   \
+    extern "C" int LLVMFuzzerInitialize(int*, char***) {      \
+        ips_fuzz::torch_quiet();                              \
+        return 0;                                             \
+    }
+
 // The parts of `s` between '\0' bytes (at least one part).
 inline std::vector<std::string> split_nul(const std::string& s, size_t max_parts) {
     std::vector<std::string> parts;

@@ -8,10 +8,7 @@
 using namespace ips;
 using namespace ips_fuzz;
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    torch_quiet();
-    return 0;
-}
+IPS_FUZZ_INIT_QUIET
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string path = file_write("digits-idx-ubyte", data, size);

@@ -10,10 +10,7 @@
 using namespace ips;
 using namespace ips_fuzz;
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    torch_quiet();
-    return 0;
-}
+IPS_FUZZ_INIT_QUIET
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     torch_file_check(file_write("model.pt", data, size));

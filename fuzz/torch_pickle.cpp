@@ -40,10 +40,7 @@ std::string archive_of(const uint8_t* pkl, size_t size) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    torch_quiet();
-    return 0;
-}
+IPS_FUZZ_INIT_QUIET
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string zip = archive_of(data, size);
