@@ -19,6 +19,7 @@
 
 #include <vips/vips8>
 
+#include "ips/files.h"
 #include "ips/image_io.h"
 
 #include <nlohmann/json.hpp>
@@ -203,16 +204,6 @@ std::vector<MegapixelMnistRecord> split_generate(const MegapixelMnistOptions& op
     return records;
 }
 
-void file_write_atomic(const fs::path& path, const std::string& text) {
-    const fs::path tmp = path.string() + ".tmp";
-    {
-        std::ofstream out(tmp, std::ios::binary);
-        out << text;
-        if (!out) throw std::runtime_error(tmp.string() + ": cannot write");
-    }
-    fs::rename(tmp, path);
-}
-
 }  // namespace
 
 DigitPool digit_pool_make(DigitSet set, const std::string& what) {
@@ -315,7 +306,7 @@ void megapixel_mnist_generate(const MegapixelMnistOptions& opt, const DigitSet& 
         {"digit_height", train_pool.set.images.size(1)}, {"digit_width", train_pool.set.images.size(2)},
         {"n_train_digits", train_pool.set.images.size(0)}, {"n_test_digits", test_pool.set.images.size(0)},
     };
-    file_write_atomic(fs::path(opt.out) / "meta.json", meta.dump(2) + "\n");
+    text_write_atomic((fs::path(opt.out) / "meta.json").string(), meta.dump(2) + "\n");
 }
 
 void megapixel_mnist_generate(const MegapixelMnistOptions& opt, const GenerateProgress& progress) {
@@ -384,7 +375,7 @@ void megapixel_mnist_labels_write(const std::string& path, const std::vector<Meg
         for (const auto& d : r.digits) out << ',' << d.label << ',' << d.x << ',' << d.y << ',' << d.index;
         out << "\n";
     }
-    file_write_atomic(path, out.str());
+    text_write_atomic(path, out.str());
 }
 
 }  // namespace ips

@@ -1,23 +1,113 @@
 #include "ips/files.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 
+#include "ips/fault.h"
+
 namespace ips {
+namespace {
+
+std::string parent_of(const std::string& path) {
+    const std::string p = std::filesystem::path(path).parent_path().string();
+    return p.empty() ? "." : p;
+}
+
+// Writes all n bytes, retrying short writes and signals; false with errno set on failure.
+bool write_all(int fd, const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+        const ssize_t w = ::write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += w;
+        n -= static_cast<size_t>(w);
+    }
+    return true;
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+        const std::string why = std::strerror(errno);
+        throw std::runtime_error("cannot write '" + path_ + "': cannot create '" + tmp_ + "': " + why);
+    }
+}
+
+AtomicFile::~AtomicFile() {
+    if (fd_ >= 0) {
+        ::close(fd_);
+        ::unlink(tmp_.c_str());
+    }
+}
+
+void AtomicFile::fail(const std::string& what) {
+    const std::string why = what + ": " + std::strerror(errno);
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw std::runtime_error("cannot write '" + path_ + "' (" + why + "); the file there before, if any, is unchanged");
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+    if (fd_ < 0) throw std::runtime_error("cannot write '" + path_ + "': already committed or failed");
+    if (!write_all(fd_, data, n)) fail("write failed");
+}
+
+void AtomicFile::commit() {
+    if (fd_ < 0) throw std::runtime_error("cannot write '" + path_ + "': already committed or failed");
+    // Some file systems report a full disk only here.
+    if (::fsync(fd_) != 0) fail("fsync failed");
+    fault_point("atomic-before-rename");
+    if (::close(fd_) != 0) fail("close failed");
+    fd_ = -1;
+    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        ::unlink(tmp_.c_str());
+        throw std::runtime_error("cannot write '" + path_ + "': cannot rename '" + tmp_ + "' into place: " + why);
+    }
+    folder_sync(parent_of(path_));
+    fault_point("atomic-after-rename");
+}
 
 void text_write_atomic(const std::string& path, const std::string& text) {
-    namespace fs = std::filesystem;
-    const fs::path tmp = path + ".tmp";
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.close();
-    std::error_code ec;
-    if (out.fail() || (fs::rename(tmp, path, ec), ec)) {
-        fs::remove(tmp, ec);
-        throw std::runtime_error("cannot write '" + path + "'");
+    AtomicFile f(path);
+    f.write(text.data(), text.size());
+    f.commit();
+}
+
+void text_append(const std::string& path, const std::string& text) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) throw std::runtime_error("cannot append to '" + path + "': " + std::strerror(errno));
+    struct stat st {};
+    const off_t before = ::fstat(fd, &st) == 0 ? st.st_size : -1;
+    if (!write_all(fd, text.data(), text.size()) || ::fsync(fd) != 0) {
+        const std::string why = std::strerror(errno);
+        if (before >= 0 && ::ftruncate(fd, before) == 0) ::fsync(fd);
+        ::close(fd);
+        throw std::runtime_error("cannot append to '" + path + "': " + why + "; its earlier lines are unchanged");
     }
+    ::close(fd);
+}
+
+void folder_sync(const std::string& folder) {
+    const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return;  // nothing to make durable we could reach
+    ::fsync(fd);
+    ::close(fd);
 }
 
 std::string file_read(const std::string& path) {

@@ -16,6 +16,8 @@
 
 #include "pickle_read.h"
 #include "pickle_write.h"
+#include "ips/fault.h"
+#include "ips/files.h"
 
 namespace ips {
 namespace {
@@ -251,15 +253,22 @@ void torch_file_write_value(const std::string& path, const c10::IValue& root) {
         fail(file_error(path, e.what()));
     }
 
-    const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail(file_error(path, "cannot create '" + tmp + "': " + std::strerror(errno)));
+    // The first write error (a full disk), kept: the zip writer may write again while it unwinds
+    // (its destructor finishes the archive), so the sink must not throw.
+    std::string write_error;
     try {
+        AtomicFile out(path);
         {
             // The function-based writer names the archive "archive/", as Python's torch.save does.
-            std::function<size_t(const void*, size_t)> sink = [&out](const void* buf, size_t n) -> size_t {
-                out.write(static_cast<const char*>(buf), std::streamsize(n));
-                return out ? n : 0;
+            std::function<size_t(const void*, size_t)> sink = [&out, &write_error](const void* buf, size_t n) -> size_t {
+                if (!write_error.empty()) return 0;
+                try {
+                    out.write(buf, n);
+                } catch (const std::exception& e) {
+                    write_error = e.what();
+                    return 0;
+                }
+                return n;
             };
             caffe2::serialize::PyTorchStreamWriter writer(sink);
             writer.writeRecord("data.pkl", pkl.data(), pkl.size());
@@ -270,19 +279,17 @@ void torch_file_write_value(const std::string& path, const c10::IValue& root) {
                 const torch::Tensor& t = storages[k];
                 const size_t bytes = t.numel() * t.element_size();
                 writer.writeRecord("data/" + std::to_string(k), bytes ? t.data_ptr() : &kNothing, bytes);
+                fault_point("torch-file-record-written");
             }
             writer.writeEndOfFile();
         }
-        out.close();
-        if (!out) fail(std::string("write failed: ") + std::strerror(errno));
-        if (std::rename(tmp.c_str(), path.c_str()) != 0)
-            fail("cannot rename '" + tmp + "' into place: " + std::strerror(errno));
+        if (!write_error.empty()) fail(write_error);
+        out.commit();
     } catch (const std::exception& e) {
-        out.close();
-        std::remove(tmp.c_str());
+        if (!write_error.empty()) fail(write_error);
         const auto* c10e = dynamic_cast<const c10::Error*>(&e);
         const std::string what = c10e ? c10e->what_without_backtrace() : e.what();
-        fail(starts_with(what, "torch file '") ? what : file_error(path, what));
+        fail(starts_with(what, "torch file '") || starts_with(what, "cannot write '") ? what : file_error(path, what));
     }
 }
 
