@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "ips/interrupt.h"
 #include "ips/runtime.h"
 
 int main(int argc, char** argv) {
@@ -16,6 +17,10 @@ int main(int argc, char** argv) {
         return app.exit(e);
     } catch (const ips::cli::WorkersEnded& done) {
         return done.code;
+    } catch (const ips::Interrupted& stop) {
+        // What was worth keeping is saved: end as the signal would have, so a scheduler sees why.
+        std::fprintf(stderr, "ips: %s\n", stop.what());
+        return 128 + stop.signal;
     } catch (const std::exception& e) {
         // Subcommand callbacks run inside parse(): their errors end here with the message.
         std::fprintf(stderr, "ips: error: %s\n", e.what());

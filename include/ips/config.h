@@ -33,6 +33,8 @@ enum class Toggle { automatic, on, off };
 enum class Normalize { none, imagenet };
 // `shuffle_style` key: one patch permutation shared by the images of a selection call, or one each.
 enum class ShuffleStyle { batch, instance };
+// `nonfinite_loss` key: what a NaN or infinite training loss does (TrainOptions).
+enum class NonFinite { stop, skip };
 
 struct Task {
     int id = 0;            // which query token feeds this task's head
@@ -111,6 +113,10 @@ struct TrainOptions {
     // Data-parallel runs: BatchNorm statistics over the patches of every rank (all-reduced in the
     // forward and backward passes) instead of each rank's own (docs/DISTRIBUTED.md).
     bool sync_bn = false;
+    // A NaN or infinite training loss: "stop" ends the run naming the step, the batch's images and
+    // the last good checkpoint; "skip" drops that batch (no update, BatchNorm statistics restored),
+    // counts it in metrics.jsonl and goes on.
+    NonFinite nonfinite_loss = NonFinite::stop;
 };
 
 struct Config {

@@ -13,7 +13,8 @@ namespace ips {
 std::vector<std::string> args_without_launch(const std::vector<std::string>& args);
 
 // Runs `worker_args` (argv, [0] the program name; the running executable is started) as ranks
-// 0..nproc-1 and waits for them. SIGINT and SIGTERM are passed on to the workers. Returns 0 when
+// 0..nproc-1 and waits for them. SIGINT and SIGTERM are passed on to the workers, and then
+// the launcher waits for all of them (training saves a checkpoint first). Returns 0 when
 // every worker succeeded; otherwise the first failing worker's exit status (128 + signal for one
 // that was killed), after the others were sent SIGTERM (SIGKILL 10 s later).
 int workers_launch(int nproc, const std::vector<std::string>& worker_args);

@@ -64,7 +64,9 @@ struct StepShare {
 
 // One optimizer step on the examples: selection (no gradients), gather, forward in train mode,
 // loss, finite check, learning rate of the schedule, backward, AdamW step. Advances `counter`.
-// Returns the loss of the (global) batch.
+// Returns the loss of the (global) batch. A non-finite loss throws NonFiniteLoss (naming the step
+// and the examples) before any weight changes; with cfg.train.nonfinite_loss "skip" it instead
+// leaves weights and BatchNorm statistics as they were, advances `counter` and returns NaN.
 // In a job each rank back-propagates weight x its loss and the gradients are summed over the ranks
 // (gradients_allreduce), which is the gradient of the global batch's mean loss; the finite check
 // then runs on the global loss, so every rank stops at the same step, and BatchNorm buffers are

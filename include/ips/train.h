@@ -2,6 +2,9 @@
 // each, metrics.jsonl, atomic checkpoints and exact resume.
 #pragma once
 
+#include <functional>
+#include <stdexcept>
+
 #include "ips/dataset.h"
 #include "ips/distributed.h"
 #include "ips/model.h"
@@ -19,8 +22,12 @@ struct EvalResult {
 // Loss and metrics of the net on every example of `data`, B at a time, with infer_step. In a job
 // (group) each rank evaluates its share (share_of) and every rank gets the metrics of the whole
 // set: summed losses and the gathered predictions, so AUC sees every example.
+// `stop`, when given, is asked after every batch; when it says yes, evaluate throws EvalStopped.
 EvalResult evaluate(IPSNet& net, const Config& cfg, Dataset& data, const torch::Device& device, bool progress,
-                    DistGroup* group = nullptr);
+                    DistGroup* group = nullptr, const std::function<bool()>& stop = {});
+struct EvalStopped : std::runtime_error {
+    EvalStopped() : std::runtime_error("evaluation stopped") {}
+};
 
 // "test loss 0.41, majority accuracy 0.9200, ...": one line for people.
 std::string eval_summary(const std::vector<Task>& tasks, const EvalResult& r);
@@ -44,6 +51,8 @@ struct EpochRecord {
 
 // Trains cfg on dataset_open(cfg, "train"), evaluating on "test" after every epoch.
 // Writes out_dir/{config.yaml, metrics.jsonl, last.pt, best.pt}. Returns the epochs run here.
+// SIGTERM or SIGINT stops it after the current step (or test pass) with last.pt written there and
+// throws Interrupted; --resume then continues exactly, mid-epoch included (docs/RELIABILITY.md).
 // In a job the global batch B is split over the ranks (B must divide by the world size), rank 0
 // alone writes, and a checkpoint resumes on any number of ranks (docs/DISTRIBUTED.md).
 std::vector<EpochRecord> train_run(const Config& cfg, const RunOptions& opt);

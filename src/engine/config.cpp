@@ -3,7 +3,10 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -174,6 +177,7 @@ const std::vector<KeySpec>& key_table() {
         field_key("tissue_min", &C::data, &D::tissue_min),
         field_key("eps", &C::train, &T::eps),
         field_key("sync_bn", &C::train, &T::sync_bn),
+        enum_key("nonfinite_loss", &C::train, &T::nonfinite_loss, {"stop", "skip"}),
         {"seed", [](C& c, const YAML::Node& n) { c.seed = scalar_as<int64_t>(n, "seed", "an integer"); },
          [](const C& c, YAML::Emitter& e) { e << YAML::Key << "seed" << YAML::Value << c.seed; }},
         field_key("is_image", &C::model, &Mo::is_image),
@@ -255,6 +259,7 @@ void data_validate(const DataOptions& d, bool is_image) {
         if (v[0] > kMost || v[1] > kMost) key_fail(key, "must be at most 2^31");
     };
     bounded("img_size", d.img_size);
+    if (d.img_size[0] < 0 || d.img_size[1] < 0) key_fail("img_size", "must be >= 0 (0: the square grid of N patches)");
     bounded("patch_size", d.patch_size);
     bounded("patch_stride", d.patch_stride);
     if (d.N > kMost) key_fail("N", "must be at most 2^31");
@@ -360,8 +365,11 @@ Config config_parse(const std::string& yaml_text, const std::vector<std::string>
 
 Config config_load(const std::string& path, const std::vector<std::string>& overrides,
                    std::vector<std::string>* ignored) {
+    // A folder opens as an empty stream on Linux and would read as an empty config.
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw ConfigError("config file '" + path + "' is a directory");
     std::ifstream in(path);
-    if (!in) throw ConfigError("cannot open config file '" + path + "'");
+    if (!in) throw ConfigError("cannot open config file '" + path + "': " + std::strerror(errno));
     std::stringstream ss;
     ss << in.rdbuf();
     return config_parse(ss.str(), overrides, ignored, path);
@@ -380,6 +388,12 @@ void config_validate(const Config& c) {
     data_validate(c.data, c.model.is_image);
     if (c.select.M < 1) key_fail("M", "must be >= 1");
     if (c.select.I < 1) key_fail("I", "must be >= 1");
+    // An image config's N is its grid (checked against img_size above): every image has exactly N
+    // patches, and a larger memory would hold only padding. Feature bags bring their own N, so
+    // there M >= N stays the SPEC's "use every patch".
+    if (c.model.is_image && c.data.N > 0 && c.select.M > c.data.N)
+        key_fail("M", "is " + std::to_string(c.select.M) + ", more than the N = " + std::to_string(c.data.N) +
+                          " patches of every image (M = N keeps them all)");
 }
 
 std::string config_to_yaml(const Config& cfg) {

@@ -37,10 +37,16 @@ int free_port() {
 }
 
 std::vector<pid_t> g_workers;  // for the signal handler
+volatile sig_atomic_t g_asked_to_stop = 0;  // SIGINT or SIGTERM reached the launcher
 
 void forward_signal(int sig) {
     for (pid_t p : g_workers)
         if (p > 0) kill(p, sig);
+}
+
+void on_stop_signal(int sig) {
+    g_asked_to_stop = 1;
+    forward_signal(sig);
 }
 
 std::string status_text(int status) {
@@ -75,6 +81,7 @@ int workers_launch(int nproc, const std::vector<std::string>& worker_args) {
     std::fflush(stdout);
     std::fflush(stderr);
     g_workers.assign(static_cast<size_t>(nproc), 0);
+    g_asked_to_stop = 0;
     for (int r = 0; r < nproc; ++r) {
         const pid_t pid = fork();
         if (pid < 0) throw std::runtime_error(std::string("cannot start a worker: ") + std::strerror(errno));
@@ -92,7 +99,7 @@ int workers_launch(int nproc, const std::vector<std::string>& worker_args) {
         g_workers[static_cast<size_t>(r)] = pid;
     }
     struct sigaction sa{}, old_int{}, old_term{};
-    sa.sa_handler = forward_signal;
+    sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
@@ -112,7 +119,10 @@ int workers_launch(int nproc, const std::vector<std::string>& worker_args) {
         g_workers[static_cast<size_t>(rank)] = 0;
         --running;
         const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        if (failed && result == 0) {
+        // Workers asked to stop save a checkpoint and end with 128 + signal: wait for all of them.
+        if (failed && result == 0 && g_asked_to_stop) {
+            result = exit_code_of(status);
+        } else if (failed && result == 0) {
             result = exit_code_of(status);
             std::fprintf(stderr, "ips: rank %d %s; stopping the other %d rank(s)\n", rank, status_text(status).c_str(),
                          running);

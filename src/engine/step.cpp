@@ -1,6 +1,7 @@
 #include "ips/step.h"
 
 #include <cmath>
+#include <limits>
 
 namespace ips {
 
@@ -74,20 +75,38 @@ double train_step(IPSNet& net, torch::optim::Optimizer& optimizer, const Config&
                   const std::vector<Example>& examples, const torch::Device& device, std::mt19937_64& rng,
                   StepCounter& counter, const StepShare& share) {
     net->train();
+    const bool skip = cfg.train.nonfinite_loss == NonFinite::skip;
+    // The forward pass moves BatchNorm's running statistics; a skipped batch must not have.
+    std::vector<torch::Tensor> buffers_before;
+    if (skip) {
+        torch::NoGradGuard no_grad;
+        for (const auto& b : net->buffers()) buffers_before.push_back(b.clone());
+    }
     Batch batch = batch_make(net, cfg, examples, device, rng, /*train=*/true);
     auto logits = net->forward(batch.patches, batch.idx, batch.valid);
     auto loss = loss_compute(cfg.model.tasks, cfg.train.eps, logits, batch.targets);
     double value = loss.item<double>();
-    const auto non_finite = [&] {
-        return NonFiniteLoss("training loss is " + std::to_string(value) + " at step " + std::to_string(counter.step + 1));
+    const auto non_finite = [&]() -> double {
+        if (!skip) {
+            std::string names;
+            for (const auto& e : examples) names += (names.empty() ? "" : ", ") + e.name;
+            throw NonFiniteLoss("training loss is " + std::to_string(value) + " at step " +
+                                std::to_string(counter.step + 1) + " (images: " + names + ")");
+        }
+        torch::NoGradGuard no_grad;
+        auto now = net->buffers();
+        for (size_t k = 0; k < now.size(); ++k) now[k].copy_(buffers_before[k]);
+        optimizer.zero_grad();
+        ++counter.step;  // the schedule counts batches, so it stays aligned with epochs
+        return std::numeric_limits<double>::quiet_NaN();
     };
-    if (!share.group && !std::isfinite(value)) throw non_finite();
+    if (!share.group && !std::isfinite(value)) return non_finite();
     optimizer_lr_set(optimizer, lr_at(cfg.train, counter.step, counter.steps_per_epoch));
     optimizer.zero_grad();
     if (share.group) {
         (loss * share.weight).backward();
         value = gradients_allreduce(*share.group, net->parameters(), value * share.weight);
-        if (!std::isfinite(value)) throw non_finite();
+        if (!std::isfinite(value)) return non_finite();
         if (!cfg.train.sync_bn) module_broadcast(*share.group, *net, /*parameters=*/false);
     } else {
         loss.backward();

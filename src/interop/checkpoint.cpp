@@ -53,6 +53,21 @@ CheckpointMeta meta_of(const c10::impl::GenericDict& dict, const std::string& pa
     if (best != dict.end() && best->value().isDouble()) meta.best_score = best->value().toDouble();
     auto yaml = dict.find(std::string("config_yaml"));
     if (yaml != dict.end() && yaml->value().isString()) meta.config_yaml = yaml->value().toStringRef();
+    // Where inside an epoch the checkpoint was written (absent from older checkpoints: a boundary).
+    const auto count = [&](const char* key) -> int64_t {
+        auto it = dict.find(std::string(key));
+        if (it == dict.end()) return 0;
+        if (!it->value().isInt() || it->value().toInt() < 0) fail(path, std::string("'") + key + "' must be an integer >= 0");
+        return it->value().toInt();
+    };
+    meta.epoch_batches = count("epoch_batches");
+    meta.epoch_examples = count("epoch_examples");
+    meta.epoch_skipped = count("epoch_skipped");
+    auto loss_sum = dict.find(std::string("epoch_loss_sum"));
+    if (loss_sum != dict.end()) {
+        if (!loss_sum->value().isDouble()) fail(path, "'epoch_loss_sum' must be a float");
+        meta.epoch_loss_sum = loss_sum->value().toDouble();
+    }
     return meta;
 }
 
@@ -77,6 +92,10 @@ void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimiz
     root.insert(std::string("step"), meta.step);
     root.insert(std::string("best_score"), meta.best_score);
     root.insert(std::string("config_yaml"), meta.config_yaml);
+    root.insert(std::string("epoch_batches"), meta.epoch_batches);
+    root.insert(std::string("epoch_loss_sum"), meta.epoch_loss_sum);
+    root.insert(std::string("epoch_examples"), meta.epoch_examples);
+    root.insert(std::string("epoch_skipped"), meta.epoch_skipped);
     auto model = string_dict(c10::TensorType::get());
     for (const auto& [k, t] : state_dict_of(*net)) model.insert(k, t);
     root.insert(std::string("model"), model);

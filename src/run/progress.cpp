@@ -24,16 +24,19 @@ namespace {
 void draw(const Progress& p, const std::string& info, bool final_line) {
     using namespace std::chrono;
     double elapsed = duration<double>(steady_clock::now() - p.start).count();
-    double rate = elapsed > 0 ? p.done / elapsed : 0;
-    double eta = rate > 0 ? (p.total - p.done) / rate : -1;
+    double rate = elapsed > 0 ? static_cast<double>(p.done - p.skipped) / elapsed : 0;
+    double eta = rate > 0 ? static_cast<double>(p.total - p.done) / rate : -1;
+    std::string run_eta;
+    if (p.after_units > 0 || p.after_seconds > 0)
+        run_eta = " run<" + format_duration(rate > 0 ? eta + p.after_units / rate + p.after_seconds : -1);
     const int width = 24;
     int filled = p.total > 0 ? static_cast<int>(width * p.done / p.total) : width;
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "%s%s [%s] %lld/%lld %.1f %s/s %s<%s %s%s", p.tty ? "\r\033[K" : "", p.label.c_str(),
+    std::fprintf(stderr, "%s%s [%s] %lld/%lld %.1f %s/s %s<%s%s %s%s", p.tty ? "\r\033[K" : "", p.label.c_str(),
                  bar.c_str(), static_cast<long long>(p.done), static_cast<long long>(p.total), rate,
-                 p.unit.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str(), info.c_str(),
-                 final_line || !p.tty ? "\n" : "");
+                 p.unit.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str(), run_eta.c_str(),
+                 info.c_str(), final_line || !p.tty ? "\n" : "");
     std::fflush(stderr);
 }
 }  // namespace
@@ -47,6 +50,11 @@ void Progress::update(int64_t n, const std::string& info) {
         last_draw = now;
         draw(*this, info, false);
     }
+}
+
+void Progress::skip(int64_t n) {
+    done += n;
+    skipped += n;
 }
 
 void Progress::finish(const std::string& info) {
