@@ -89,6 +89,12 @@ inline int port_free() {
 }
 
 // The lines of a text file, without their line ends.
+// The whole content of a file ("" when it cannot be read).
+inline std::string file_text(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 inline std::vector<std::string> lines_of(const std::filesystem::path& p) {
     std::ifstream in(p);
     std::vector<std::string> out;

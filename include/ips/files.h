@@ -29,6 +29,10 @@ private:
     int fd_ = -1;
 };
 
+// For files another library writes (HDF5) under `tmp`: fsyncs it, renames it to `path` and fsyncs
+// the folder, as AtomicFile::commit does. On failure removes `tmp` and throws naming `path`.
+void file_commit(const std::string& tmp, const std::string& path);
+
 // AtomicFile with `text` as its whole content.
 void text_write_atomic(const std::string& path, const std::string& text);
 
@@ -36,6 +40,10 @@ void text_write_atomic(const std::string& path, const std::string& text);
 // disk) the file is cut back to its old length, so it never ends in half a line; throws
 // std::runtime_error naming PATH.
 void text_append(const std::string& path, const std::string& text);
+
+// Removes the temporary files (NAME.tmp.<pid>) that AtomicFile writers killed mid-write left in
+// `folder`, where process <pid> is gone. Returns how many.
+int stale_temporaries_remove(const std::string& folder);
 
 // fsync of a folder: makes a rename or a new file in it survive a power cut.
 void folder_sync(const std::string& folder);

@@ -44,7 +44,13 @@ torch::Tensor loss_compute(const std::vector<Task>& tasks, double eps, const std
             // log(p + eps) as the reference does, rather than log_softmax: same optimum, same numbers.
             loss = torch::nll_loss(torch::log(torch::softmax(logits[t], -1) + eps), targets[t]);
         } else {
-            loss = torch::binary_cross_entropy(torch::sigmoid(logits[t]), targets[t].to(logits[t].dtype()));
+            const auto p = torch::sigmoid(logits[t]);
+            // binary_cross_entropy refuses a NaN input with an error about its range; a NaN loss is
+            // what the caller's finite check (stop or skip, naming the batch) is there for.
+            if (!torch::isfinite(p).all().item<bool>())
+                loss = p.sum() * std::numeric_limits<double>::quiet_NaN();
+            else
+                loss = torch::binary_cross_entropy(p, targets[t].to(logits[t].dtype()));
         }
         if (per_task) per_task->push_back(loss.item<double>());
         total = total.defined() ? total + loss : loss;

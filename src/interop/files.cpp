@@ -1,6 +1,7 @@
 #include "ips/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +84,20 @@ void AtomicFile::commit() {
     fault_point("atomic-after-rename");
 }
 
+void file_commit(const std::string& tmp, const std::string& path) {
+    const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool synced = fd >= 0 && ::fsync(fd) == 0;
+    const std::string why = synced ? "" : std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string reason = synced ? std::string("cannot rename '") + tmp + "' into place: " + std::strerror(errno)
+                                          : "cannot sync '" + tmp + "': " + why;
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot write '" + path + "': " + reason);
+    }
+    folder_sync(parent_of(path));
+}
+
 void text_write_atomic(const std::string& path, const std::string& text) {
     AtomicFile f(path);
     f.write(text.data(), text.size());
@@ -101,6 +116,23 @@ void text_append(const std::string& path, const std::string& text) {
         throw std::runtime_error("cannot append to '" + path + "': " + why + "; its earlier lines are unchanged");
     }
     ::close(fd);
+}
+
+int stale_temporaries_remove(const std::string& folder) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    int removed = 0;
+    for (const auto& e : fs::directory_iterator(folder, ec)) {
+        const std::string name = e.path().filename().string();
+        const auto mark = name.rfind(".tmp.");
+        if (mark == std::string::npos || !e.is_regular_file(ec)) continue;
+        const std::string digits = name.substr(mark + 5);
+        if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(digits));
+        if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+        if (fs::remove(e.path(), ec)) ++removed;
+    }
+    return removed;
 }
 
 void folder_sync(const std::string& folder) {

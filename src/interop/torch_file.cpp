@@ -253,20 +253,20 @@ void torch_file_write_value(const std::string& path, const c10::IValue& root) {
         fail(file_error(path, e.what()));
     }
 
-    // The first write error (a full disk), kept: the zip writer may write again while it unwinds
-    // (its destructor finishes the archive), so the sink must not throw.
+    // The first write error (a full disk), kept; the sink then swallows the rest. It must not fail
+    // towards the zip writer: the writer's destructor finishes the archive, and throws (ending the
+    // process) when it has seen a failed write.
     std::string write_error;
     try {
         AtomicFile out(path);
         {
             // The function-based writer names the archive "archive/", as Python's torch.save does.
             std::function<size_t(const void*, size_t)> sink = [&out, &write_error](const void* buf, size_t n) -> size_t {
-                if (!write_error.empty()) return 0;
+                if (!write_error.empty()) return n;
                 try {
                     out.write(buf, n);
                 } catch (const std::exception& e) {
                     write_error = e.what();
-                    return 0;
                 }
                 return n;
             };

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "ips/files.h"
+
 namespace ips {
 namespace {
 
@@ -390,12 +392,7 @@ void feature_bag_write(const std::string& path, const FeatureBag& bag) {
         std::remove(tmp.c_str());
         throw;
     }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-        std::remove(tmp.c_str());
-        fail(path, "cannot rename '" + tmp + "' into place: " + ec.message());
-    }
+    file_commit(tmp, path);
 }
 
 FeatureBagInfo feature_bag_info(const std::string& path) {

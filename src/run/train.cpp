@@ -104,6 +104,7 @@ EvalResult evaluate(IPSNet& net, const Config& cfg, Dataset& data, const torch::
             targets[t].push_back(inf.batch.targets[t].to(torch::kCPU));
         }
         if (progress) bar.update(static_cast<int64_t>(examples.size()) * (group ? dist_world_size(*group) : 1));
+        fault_point("eval-batch");
         if (stop && stop()) throw EvalStopped();
     }
     if (progress) bar.finish();
@@ -233,7 +234,12 @@ void run_open(Run& run) {
     run.config_yaml = config_to_yaml(cfg);
     if (run.writes()) {
         fs::create_directories(run.dir);
-        text_write_atomic((run.dir / "config.yaml").string(), run.config_yaml);
+        // What a run killed mid-write left behind (the files under their final names are whole).
+        stale_temporaries_remove(run.dir.string());
+        // A resumed run usually finds its own config there: no write, so no failure on a full disk.
+        const fs::path config = run.dir / "config.yaml";
+        if (!fs::exists(config) || file_read(config.string()) != run.config_yaml)
+            text_write_atomic(config.string(), run.config_yaml);
     }
     run.train_data = dataset_open(cfg, "train");
     run.test_data = dataset_open(cfg, "test");
@@ -289,6 +295,27 @@ void run_open(Run& run) {
             module_batchnorm_sync(*run.net, run.bn_sync);
         }
     }
+}
+
+// "the last good checkpoint is OUT/last.pt (epoch 3)", or that there is none yet: for messages of a
+// run that stops on an error (rank 0 looks; another rank names the file).
+std::string last_good_checkpoint(const Run& run) {
+    const fs::path last = run.dir / "last.pt";
+    if (run.writes() && !fs::exists(last)) return "no checkpoint was written yet";
+    std::string where;
+    if (run.writes()) {
+        try {
+            const CheckpointMeta meta = checkpoint_meta(last.string());
+            where = " (epoch " + std::to_string(meta.epoch) +
+                    (meta.epoch_batches > 0 ? ", batch " + std::to_string(meta.epoch_batches) + " of epoch " +
+                                                  std::to_string(meta.epoch + 1)
+                                            : "") +
+                    ")";
+        } catch (const std::exception&) {
+            where = " (unreadable)";
+        }
+    }
+    return "the last good checkpoint is " + last.string() + where;
 }
 
 // The seed of batch `batch` of `epoch` on `rank`: every random draw of a step (selection shuffles,
@@ -370,8 +397,7 @@ EpochProgress train_epoch(Run& run, int epoch, EpochProgress done) {
             loss = train_step(run.net, *run.optimizer, cfg, examples, run.opt.device, rng, run.counter, share);
         } catch (const NonFiniteLoss& e) {
             throw std::runtime_error(std::string(e.what()) + " in epoch " + std::to_string(epoch + 1) +
-                                     "; nothing of this batch was applied, and the last good checkpoint is " +
-                                     (run.dir / "last.pt").string() +
+                                     "; nothing of this batch was applied; " + last_good_checkpoint(run) +
                                      " (try a lower 'lr', or set 'nonfinite_loss: skip' to skip such batches)");
         }
         if (run.bn_sync) run.bn_sync->contributes = true;
@@ -418,11 +444,8 @@ void epoch_close(Run& run, int epoch, double train_loss, int64_t skipped, const 
         if (improved) checkpoint_save((run.dir / "best.pt").string(), run.net, nullptr, meta);
         checkpoint_save((run.dir / "last.pt").string(), run.net, run.optimizer.get(), meta);
     } catch (const std::exception& e) {
-        const fs::path last = run.dir / "last.pt";
-        throw std::runtime_error(std::string(e.what()) + "; stopped after epoch " + std::to_string(epoch + 1) +
-                                 (fs::exists(last) ? "; the last good checkpoint is " + last.string() + " (epoch " +
-                                                         std::to_string(checkpoint_meta(last.string()).epoch) + ")"
-                                                   : "; no checkpoint was written yet"));
+        throw std::runtime_error(std::string(e.what()) + "; stopped after epoch " + std::to_string(epoch + 1) + "; " +
+                                 last_good_checkpoint(run));
     }
 }
 

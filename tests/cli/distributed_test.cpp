@@ -12,6 +12,7 @@
 
 #include "ips/feature_bag.h"
 #include "ips/torch_file.h"
+#include "run_compare.h"
 #include "test_support.h"
 
 namespace {
@@ -21,6 +22,7 @@ using ips::test::command_run;
 using ips::test::ips_run;
 using ips::test::lines_of;
 using ips::test::TempDir;
+using ips::test::runs_expect_equal;
 
 const std::string kDir = IPS_SOURCE_DIR;
 const std::string kBin = IPS_BINARY;
@@ -28,56 +30,6 @@ const std::string kBin = IPS_BINARY;
 // a last batch of one example: with two ranks the second one stands in.
 const std::string kImage = kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --threads 1 --quiet --set shuffle=false "
                                   "--set dropout=0 --set attn_dropout=0 --set n_train=5 --set sync_bn=true";
-
-// Largest ||a - b|| / ||b|| over the tensors of two checkpoints' models, and the largest |a - b|.
-// `noise` names tensors left out: the feature projector's Linear bias feeds BatchNorm, which
-// removes it, so its exact gradient is 0 and each process computes rounding noise that Adam scales
-// to steps of ±lr; the running mean after it follows it. Those are checked to stay within
-// lr x steps of each other.
-std::pair<double, double> model_distance(const std::string& a_path, const std::string& b_path,
-                                         const std::vector<std::string>& noise = {}, double noise_bound = 0) {
-    const auto a = ips::torch_file_read(a_path, "model"), b = ips::torch_file_read(b_path, "model");
-    EXPECT_EQ(a.size(), b.size());
-    double rel = 0, abs = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
-        EXPECT_EQ(a[i].first, b[i].first);
-        if (!a[i].second.is_floating_point()) {
-            EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
-            continue;
-        }
-        const auto d = (a[i].second - b[i].second).to(torch::kDouble);
-        if (std::find(noise.begin(), noise.end(), a[i].first) != noise.end()) {
-            EXPECT_LE(d.abs().max().item<double>(), noise_bound) << a[i].first;
-            continue;
-        }
-        rel = std::max(rel, d.norm().item<double>() / std::max(1e-12, b[i].second.to(torch::kDouble).norm().item<double>()));
-        abs = std::max(abs, d.abs().max().item<double>());
-    }
-    return {rel, abs};
-}
-
-// The numbers of two metrics.jsonl files agree within `tol` (relative), ignoring times.
-void metrics_expect_close(const fs::path& a, const fs::path& b, double tol) {
-    const auto la = lines_of(a), lb = lines_of(b);
-    ASSERT_EQ(la.size(), lb.size());
-    for (size_t i = 0; i < la.size(); ++i) {
-        const auto ja = nlohmann::json::parse(la[i]).flatten(), jb = nlohmann::json::parse(lb[i]).flatten();
-        for (const auto& [key, va] : ja.items()) {
-            if (key == "/seconds" || key == "/comm_seconds" || key == "/world_size") continue;
-            ASSERT_TRUE(jb.contains(key)) << key;
-            if (!va.is_number()) continue;
-            const double x = va.get<double>(), y = jb[key].get<double>();
-            EXPECT_LE(std::abs(x - y), tol * std::max(1.0, std::abs(y))) << key << " in line " << i + 1;
-        }
-    }
-}
-
-void runs_expect_equal(const fs::path& one, const fs::path& many, const std::vector<std::string>& noise = {},
-                       double noise_bound = 0, double metrics_tol = 1e-5) {
-    const auto [rel, abs] = model_distance((one / "last.pt").string(), (many / "last.pt").string(), noise, noise_bound);
-    EXPECT_LE(rel, 1e-5) << "largest |difference| " << abs;
-    metrics_expect_close(one / "metrics.jsonl", many / "metrics.jsonl", metrics_tol);
-}
 
 // The torchrun environment by hand: `world` processes in the background, then wait for all.
 std::string env_launch(int world, int port, const std::string& args) {
