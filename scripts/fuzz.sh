@@ -8,13 +8,13 @@
 #                                      # then every file of fuzz/crashes/<h>/ on its own (with
 #                                      # IPS_FUZZ_KNOWN=1: it fails until every finding is fixed)
 #
-# Builds build-fuzz/ first (clang, -DIPS_FUZZ=ON) when needed; IPS_FUZZ_JOBS sets the build's
+# Builds build-san/ first (clang, -DIPS_FUZZ=ON, shared with scripts/sanitize.sh) when needed; IPS_FUZZ_JOBS sets the build's
 # parallelism (default: all cores). Each harness runs in libFuzzer's fork mode, so a crash does not
 # end its run: every crashing input (sanitizer report, leak, UB, a broken invariant, a timeout of
-# 10 s, more than 4 GiB) lands in build-fuzz/fuzz-work/<harness>/artifacts/ and is replayed once
+# 10 s, more than 4 GiB) lands in build-san/fuzz-work/<harness>/artifacts/ and is replayed once
 # to tell whose it is: ours (the first stack frame with a source file is in src/, include/ or
 # fuzz/) or third-party (the first frame is in libtorch, HDF5, libvips, ...). Writes
-# build-fuzz/fuzz_summary.json.
+# build-san/fuzz_summary.json.
 #
 # Exit status: 1 when a harness crashed in our code (or a crash could not be told apart), 0
 # otherwise; IPS_FUZZ_STRICT=1 counts third-party crashes too. IPS_FUZZ_KNOWN=1 stops skipping the
@@ -39,12 +39,9 @@ for h in "${harnesses[@]}"; do
   [[ " ${ALL[*]} " == *" $h "* ]] || { echo "fuzz.sh: unknown harness '$h' (known: ${ALL[*]})" >&2; exit 2; }
 done
 
-build=build-fuzz
-if [ ! -f "$build/CMakeCache.txt" ]; then
-  CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DIPS_FUZZ=ON -DIPS_BUILD_TESTS=OFF \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo
-fi
-cmake --build "$build" --target fuzz_all --parallel "${IPS_FUZZ_JOBS:-$(nproc)}"
+build=build-san
+# The same instrumented build folder as the sanitizer test suite (scripts/sanitize.sh configures it).
+IPS_SANITIZE_JOBS="${IPS_FUZZ_JOBS:-$(nproc)}" bash scripts/sanitize.sh --build-only --target fuzz_all
 
 # A regression run exercises the known findings too: that is what their inputs are kept for.
 $replay && export IPS_FUZZ_KNOWN=1

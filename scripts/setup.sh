@@ -7,17 +7,21 @@
 #   bash scripts/setup.sh --torch pytorch # any Debian/Ubuntu: the libtorch inside the installed
 #                                         # PyTorch (python3 -c 'import torch' must work)
 #   bash scripts/setup.sh --torch cuda --list   # only print the packages (check_debian13.sh)
+#   bash scripts/setup.sh --sanitize      # also clang and its sanitizer / libFuzzer runtimes
+#                                         # (scripts/sanitize.sh, scripts/fuzz.sh)
 # The choice is remembered in build/torch-flavour, so scripts/build.sh builds against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 flavour=debian
 list=false
+sanitize=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --list) list=true; shift ;;
+    --sanitize) sanitize=true; shift ;;
     --torch) flavour=${2:?--torch needs debian, cuda or pytorch}; shift 2 ;;
     --torch=*) flavour=${1#--torch=}; shift ;;
-    *) echo "setup.sh: unknown argument '$1' (--torch debian|cuda|pytorch)" >&2; exit 2 ;;
+    *) echo "setup.sh: unknown argument '$1' (--torch debian|cuda|pytorch, --sanitize, --list)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,6 +43,8 @@ case "$flavour" in
   pytorch) ;;
   *) echo "setup.sh: --torch must be debian, cuda or pytorch, not '$flavour'" >&2; exit 2 ;;
 esac
+# llvm: llvm-symbolizer, for source lines in sanitizer reports.
+$sanitize && packages+=(clang libclang-rt-14-dev llvm)
 if $list; then
   printf '%s\n' "${packages[@]}"
   exit 0
