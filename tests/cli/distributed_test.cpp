@@ -113,6 +113,26 @@ TEST(Distributed, CheckpointOfTwoRanksResumesOnOne) {
     EXPECT_EQ(lines_of(dir.path / "mixed" / "metrics.jsonl").size(), 3u);
 }
 
+// SIGTERM to the launcher (what a scheduler sends): it passes it on, the ranks agree to stop after
+// the same step, rank 0 writes the checkpoint, every process ends with 143, and the job resumes
+// to what the uninterrupted job gives, bit for bit.
+TEST(Distributed, SigtermToTheLauncherStopsEveryRankAfterOneStepAndResumes) {
+    TempDir dir("ips_dist_sigterm");
+    const std::string args = "train " + kImage + " --set n_train=16 --set B=2 --set B_seq=2 --set n_epoch=3 --nproc-per-node 2";
+    ASSERT_EQ(ips_run(args + " --out " + dir / "straight").code, 0);
+    // Once epoch 1 has ended (the workers run): mid-epoch 2, or in a test pass.
+    auto stopped = command_run("(" + kBin + " " + args + " --out " + dir / "two" +
+                               " & pid=$!; for i in $(seq 400); do sleep 0.05; [ -s " + dir / "two/metrics.jsonl" +
+                               " ] && break; done; kill -TERM $pid; wait $pid)");
+    EXPECT_EQ(stopped.code, 143) << stopped.output;
+    // Each rank says where it stopped: mid-epoch, or after the test pass the signal arrived in.
+    EXPECT_NE(stopped.output.find("with --resume continues"), std::string::npos) << stopped.output;
+    EXPECT_EQ(stopped.output.find("stopping the other"), std::string::npos) << stopped.output;  // no rank failed
+    auto resumed = ips_run(args + " --resume --out " + dir / "two");
+    ASSERT_EQ(resumed.code, 0) << resumed.output;
+    ips::test::runs_expect_identical(dir.path / "straight", dir.path / "two");
+}
+
 TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
     TempDir dir("ips_dist_bad");
     auto odd = ips_run("train " + kImage + " --set B=3 --nproc-per-node 2 --out " + dir / "odd");

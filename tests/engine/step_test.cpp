@@ -95,6 +95,32 @@ TEST(Step, NonFiniteLossStopsBeforeAnyWeightChanges) {
     EXPECT_TRUE(torch::equal(before, net->named_parameters()["transf.crs_attn.q"]));
 }
 
+TEST(Step, SkippingANonFiniteLossLeavesWeightsAndStatisticsAsTheyWere) {
+    Config cfg = test::tiny_bag_config(/*N=*/12, /*M=*/4, /*I=*/4);
+    cfg.train.nonfinite_loss = NonFinite::skip;
+    IPSNet net = net_make(cfg.model, cfg.compute, 3);
+    auto opt = optimizer_make(net, cfg.train);
+    auto examples = random_examples(cfg, 1);
+    examples[1].source = tensor_source_make(torch::full({cfg.data.N, cfg.model.n_chan_in}, std::nan("")));
+    std::mt19937_64 rng(2);
+    StepCounter counter{7, 4};
+    std::vector<torch::Tensor> before;
+    for (const auto& t : net->parameters()) before.push_back(t.clone());
+    for (const auto& t : net->buffers()) before.push_back(t.clone());
+    ASSERT_FALSE(net->buffers().empty());  // BatchNorm's running statistics: the forward moved them
+    const double loss = train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter);
+    EXPECT_TRUE(std::isnan(loss));
+    EXPECT_EQ(counter.step, 8);  // the schedule counts the batch
+    std::vector<torch::Tensor> after;
+    for (const auto& t : net->parameters()) after.push_back(t);
+    for (const auto& t : net->buffers()) after.push_back(t);
+    ASSERT_EQ(before.size(), after.size());
+    for (size_t k = 0; k < before.size(); ++k) EXPECT_TRUE(torch::equal(before[k], after[k])) << k;
+    // The next finite batch trains as usual.
+    examples[1] = random_examples(cfg, 2)[0];
+    EXPECT_TRUE(std::isfinite(train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter)));
+}
+
 TEST(Step, InferStepIsTheForwardOfTheSelectionInEvalMode) {
     Config cfg = test::tiny_bag_config(/*N=*/30, /*M=*/5, /*I=*/7, /*H=*/2, /*n_token=*/1);
     IPSNet net = net_make(cfg.model, cfg.compute, 4);

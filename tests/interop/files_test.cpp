@@ -1,4 +1,5 @@
-// text_write_atomic: the whole text or nothing, never a temporary file left behind.
+// Atomic writes (the whole text or nothing, never a temporary file left behind), appends, and the
+// clean-up of what killed writers leave.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -74,4 +75,39 @@ TEST(Files, AFolderThatCannotBeWrittenIsNamed) {
     EXPECT_TRUE(fs::is_directory(taken));
     EXPECT_EQ(text_of(dir.path / "taken" / "keep"), "k");
     EXPECT_EQ(entries(dir.path), 2u);  // plain, taken
+}
+
+TEST(Files, AppendAddsWholeTextAndNamesTheFileOnFailure) {
+    TempDir dir;
+    const std::string path = dir / "metrics.jsonl";
+    text_append(path, "{\"epoch\":1}\n");
+    text_append(path, "{\"epoch\":2}\n");
+    EXPECT_EQ(text_of(path), "{\"epoch\":1}\n{\"epoch\":2}\n");
+    // /dev/full: every write fails with ENOSPC, as on a full disk.
+    const std::string e = error_of([&] { text_append("/dev/full", "line\n"); });
+    EXPECT_NE(e.find("cannot append to '/dev/full': No space left on device"), std::string::npos) << e;
+    const std::string missing = error_of([&] { text_append(dir / "no/such/folder.jsonl", "x\n"); });
+    EXPECT_NE(missing.find(dir / "no/such/folder.jsonl"), std::string::npos) << missing;
+}
+
+TEST(Files, StaleTemporariesOfDeadWritersAreRemovedOthersKept) {
+    TempDir dir;
+    // A pid far above any live one (pid_max is at most 2^22) stands for a writer killed mid-write.
+    std::ofstream(dir.path / "last.pt.tmp.9999999") << "half";
+    std::ofstream(dir.path / ("best.pt.tmp." + std::to_string(::getpid()))) << "mine";  // being written
+    std::ofstream(dir.path / "notes.tmp.txt") << "not ours";
+    std::ofstream(dir.path / "last.pt") << "whole";
+    EXPECT_EQ(stale_temporaries_remove(dir.path.string()), 1);
+    EXPECT_FALSE(fs::exists(dir.path / "last.pt.tmp.9999999"));
+    EXPECT_EQ(entries(dir.path), 3u);
+}
+
+TEST(Files, CommitMovesAnotherWritersFileIntoPlace) {
+    TempDir dir;
+    std::ofstream(dir.path / "bag.h5.tmp.1") << "bytes";
+    file_commit(dir / "bag.h5.tmp.1", dir / "bag.h5");
+    EXPECT_EQ(text_of(dir.path / "bag.h5"), "bytes");
+    EXPECT_EQ(entries(dir.path), 1u);
+    const std::string e = error_of([&] { file_commit(dir / "gone.tmp.1", dir / "gone.h5"); });
+    EXPECT_NE(e.find("cannot write '" + dir / "gone.h5" + "'"), std::string::npos) << e;
 }

@@ -63,3 +63,21 @@ TEST(Progress, PartialAndEmptyBars) {
     EXPECT_NE(out.find(" it/s "), std::string::npos) << out;  // the default unit
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
 }
+
+TEST(Progress, ShowsTheWholeRunsEtaAfterTheEpochs) {
+    testing::internal::CaptureStderr();
+    Progress bar("epoch 2/3", 10, "img");
+    bar.skip(4);  // a resumed epoch: counted as done, not in the rate
+    bar.start -= std::chrono::seconds(3);
+    bar.update(6);  // 6 images in 3 s: 2 img/s, nothing left in this epoch
+    bar.after_units = 10;     // one more epoch: 5 s at that rate
+    bar.after_seconds = 20;   // and its test passes
+    bar.finish();
+    const std::string out = testing::internal::GetCapturedStderr();
+    EXPECT_NE(out.find(" 10/10 2.0 img/s 00:03<00:00 run<00:25 "), std::string::npos) << out;
+
+    testing::internal::CaptureStderr();
+    Progress plain("eval", 4, "img");
+    plain.finish();
+    EXPECT_EQ(testing::internal::GetCapturedStderr().find("run<"), std::string::npos);
+}
