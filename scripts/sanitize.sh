@@ -5,6 +5,9 @@
 #   scripts/sanitize.sh                  # every test
 #   scripts/sanitize.sh -L 'io|interop'  # arguments go to ctest (a subset by label or -R regex)
 #   scripts/sanitize.sh --build-only     # configure and build, run nothing
+#   scripts/sanitize.sh --readers        # the CI subset: the interop and io suites (the readers of
+#                                        # outside data: torch files, pickles, checkpoints, images,
+#                                        # slides, HDF5 bags, IDX and npm digits), built alone
 #
 # Needs clang and libclang-rt-14-dev (scripts/setup.sh --sanitize installs them). IPS_SANITIZE_JOBS
 # sets the build's parallelism (default: all cores). Leaks are errors (LeakSanitizer), except the
@@ -24,6 +27,11 @@ if [ "${1:-}" = "--build-only" ]; then
   exit 0
 fi
 tests=(ips_engine_tests ips_interop_tests ips_io_tests ips_data_tests ips_run_tests ips_cli_tests ips)
+if [ "${1:-}" = "--readers" ]; then
+  shift
+  tests=(ips_interop_tests ips_io_tests)
+  set -- -L '^(interop|io)$' "$@"
+fi
 cmake --build "$build" --target "${tests[@]}" --parallel "${IPS_SANITIZE_JOBS:-$(nproc)}"
 
 symbolizer=$(command -v llvm-symbolizer || command -v llvm-symbolizer-14 || true)

@@ -273,3 +273,31 @@ TEST(Slides, FeaturesOnTwoRanksGiveOneProcesssBagsAndARerunRedoesOnlyACutOne) {
         << rerun.output;
     bags_expect_equal(out, want);
 }
+
+// A cohort with a damaged slide in the middle: it is named and skipped, the others are extracted,
+// the job says how many failed; once the slide is replaced, a rerun makes only that one.
+TEST(Slides, FeaturesSkipAFailingSlideGoOnAndARerunMakesOnlyWhatIsMissing) {
+    ASSERT_TRUE(fs::exists(svs_path())) << svs_path();
+    TempDir dir("ips_features_skip");
+    const std::string good = slides_write(dir, {"a.svs", "c.tif"}), out = dir / "out";
+    {
+        std::ifstream in(dir / "c.tif", std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        std::ofstream(dir / "b.tif", std::ios::binary) << bytes.substr(0, bytes.size() / 3);  // cut short
+    }
+    const std::string args = "features " + kDir + "/tests/fixtures/features_tiny.yaml " + dir / "a.svs" + " " +
+                             dir / "b.tif" + " " + dir / "c.tif" + " --out " + out + " --device cpu --threads 1";
+    auto first = ips_run(args);
+    EXPECT_NE(first.code, 0) << first.output;
+    EXPECT_LT(first.code, 128) << first.output;
+    EXPECT_NE(first.output.find("skipped " + dir / "b.tif"), std::string::npos) << first.output;
+    EXPECT_NE(first.output.find("1 of 3 slides failed"), std::string::npos) << first.output;
+    EXPECT_EQ(names_of(files_of(out)), (std::vector<std::string>{"a.h5", "c.h5"}));  // nothing of b
+
+    fs::copy_file(dir / "c.tif", dir / "b.tif", fs::copy_options::overwrite_existing);
+    auto rerun = ips_run(args);
+    ASSERT_EQ(rerun.code, 0) << rerun.output;
+    EXPECT_NE(rerun.output.find("a.svs: already done"), std::string::npos) << rerun.output;
+    EXPECT_NE(rerun.output.find("c.tif: already done"), std::string::npos) << rerun.output;
+    EXPECT_EQ(names_of(files_of(out)), (std::vector<std::string>{"a.h5", "b.h5", "c.h5"}));
+}
