@@ -1,4 +1,6 @@
 // ips: the command-line tool. Subcommands come from one table (command.h).
+#include <c10/util/Exception.h>
+
 #include <cstdio>
 
 #include "command.h"
@@ -21,6 +23,10 @@ int main(int argc, char** argv) {
         // What was worth keeping is saved: end as the signal would have, so a scheduler sees why.
         std::fprintf(stderr, "ips: %s\n", stop.what());
         return 128 + stop.signal;
+    } catch (const c10::Error& e) {
+        // libtorch's own checks: the message, not libtorch's C++ backtrace.
+        std::fprintf(stderr, "ips: error: %s\n", e.what_without_backtrace());
+        return 1;
     } catch (const std::exception& e) {
         // Subcommand callbacks run inside parse(): their errors end here with the message.
         std::fprintf(stderr, "ips: error: %s\n", e.what());

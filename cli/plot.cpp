@@ -1,7 +1,10 @@
 // ips plot: learning curves of a run (metrics.jsonl) as a PNG.
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -18,8 +21,11 @@ void plot_setup(CLI::App* sub) {
     sub->add_option("metrics", *metrics, "metrics.jsonl written by ips train")->required();
     sub->add_option("--out", *out, "PNG to write")->required();
     sub->callback([metrics, out] {
+        std::error_code ec;
+        // A folder opens as an empty stream on Linux: it would plot as a run without epochs.
+        if (std::filesystem::is_directory(*metrics, ec)) throw std::runtime_error(*metrics + ": is a directory");
         std::ifstream in(*metrics);
-        if (!in) throw std::runtime_error(*metrics + ": cannot open");
+        if (!in) throw std::runtime_error(*metrics + ": cannot open: " + std::strerror(errno));
         std::vector<Series> losses{{"train loss", {}}, {"test loss", {}}};
         std::map<std::string, Series> task_metrics;
         std::vector<std::string> task_order;
@@ -27,15 +33,26 @@ void plot_setup(CLI::App* sub) {
         for (std::string line; std::getline(in, line);) {
             ++line_no;
             if (line.empty()) continue;
+            const std::string where = *metrics + ":" + std::to_string(line_no);
             nlohmann::json j;
             try {
                 j = nlohmann::json::parse(line);
             } catch (const nlohmann::json::exception& e) {
-                throw std::runtime_error(*metrics + ":" + std::to_string(line_no) + ": not JSON: " + e.what());
+                throw std::runtime_error(where + ": not JSON: " + e.what());
             }
-            losses[0].values.push_back(j.value("train_loss", std::nan("")));
-            losses[1].values.push_back(j.value("test_loss", std::nan("")));
-            for (const auto& [task, m] : j["test"].items()) {
+            // Well-formed JSON of another shape must not end in a json type_error without the file.
+            if (!j.is_object()) throw std::runtime_error(where + ": not a JSON object (one epoch per line expected)");
+            const auto number = [&](const char* key) {
+                if (!j.contains(key) || j[key].is_null()) return std::nan("");  // JSON writes NaN as null
+                if (!j[key].is_number()) throw std::runtime_error(where + ": '" + key + "' is not a number");
+                return j[key].get<double>();
+            };
+            losses[0].values.push_back(number("train_loss"));
+            losses[1].values.push_back(number("test_loss"));
+            const nlohmann::json test = j.value("test", nlohmann::json::object());
+            if (!test.is_object()) throw std::runtime_error(where + ": 'test' is not an object of tasks");
+            for (const auto& [task, m] : test.items()) {
+                if (!m.is_object()) throw std::runtime_error(where + ": 'test." + task + "' is not an object of metrics");
                 for (const auto& [name, v] : m.items()) {
                     if (name == "loss") continue;
                     const std::string key = task + " " + name;
@@ -44,6 +61,7 @@ void plot_setup(CLI::App* sub) {
                 }
             }
         }
+        if (losses[0].values.empty()) throw std::runtime_error(*metrics + ": no epochs (an empty metrics file)");
         std::vector<Series> metric_series;
         for (const auto& k : task_order) metric_series.push_back(task_metrics[k]);
         // Metrics (0..1) above, losses below: one picture, two scales.

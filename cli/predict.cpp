@@ -66,10 +66,7 @@ void predict_setup(CLI::App* sub) {
         IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
         weights_load(a->weights, net);
         net_to(net, device);
-        if (!a->out.empty()) {
-            inputs_stems_distinct(a->images);
-            std::filesystem::create_directories(a->out);
-        }
+        if (!a->out.empty()) inputs_stems_distinct(a->images);  // the folder comes with the first record
         // One bad image must not cost the others.
         const DistEnv env = dist_env_read();
         inputs_for_each_share("predict", "images", a->images, env.rank, env.world_size, [&](const std::string& image) {

@@ -44,8 +44,7 @@ void tiles_setup(CLI::App* sub) {
     sub->callback([a] {
         dist_args_launch(a->dist);
         runtime_args_apply(a->runtime);
-        std::filesystem::create_directories(a->out);
-        inputs_stems_distinct(a->slides);
+        inputs_stems_distinct(a->slides);  // the folder is made by the first slide that succeeds
         const DistEnv env = dist_env_read();
         inputs_for_each_share("tiles", "slides", a->slides, env.rank, env.world_size, [&](const std::string& path) {
             const TilesResult r = tiles_write(a->opt, a->out, path);
@@ -92,7 +91,6 @@ void features_setup(CLI::App* sub) {
         initial_weights_apply(net);
         net_to(net, device);
         net->eval();
-        std::filesystem::create_directories(a->out);
         const DistEnv env = dist_env_read();
         inputs_for_each_share("features", "slides", a->slides, env.rank, env.world_size, [&](const std::string& path) {
             const FeaturesResult r = features_extract(net, cfg, device, path, a->out, a->opt);

@@ -35,7 +35,8 @@ OutputCheck features_check(const Config& cfg, const std::string& slide_path, con
 
 // Writes the bag of one slide (tiles from tile_grid_make with the config's level or mpp, tissue
 // and grid) atomically (a temporary name, renamed once closed), unless features_check finds it
-// complete. `net` must be in eval mode on `device`.
+// complete. `net` must be in eval mode on `device`. OUT is made only when the bag is written, so a
+// slide that fails leaves nothing behind.
 FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Device& device,
                                 const std::string& slide_path, const std::string& out_dir,
                                 const FeaturesOptions& opt);

@@ -52,6 +52,7 @@ struct PredictionRecord {
 
 // predict_image with a record in `out_dir`: a complete record is read back rather than predicted
 // again; otherwise the prediction is made and its record written atomically (after the heat map).
+// `out_dir` (and the heat map's folder) are made only then: an image that fails leaves nothing.
 PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::Device& device,
                                   const std::string& image, const std::string& out_dir,
                                   const std::string& heatmap_out = "");

@@ -34,7 +34,8 @@ OutputCheck tiles_check(const TilesOptions& opt, const std::string& out_dir, con
 
 // Writes OUT/<stem>.csv, .png (thumbnail with the tissue tinted and the tiles outlined) and .json
 // (slide geometry, tile and tissue settings, counts, the manifest of the other two), each
-// atomically, unless tiles_check finds them complete. Throws naming the problem.
+// atomically, unless tiles_check finds them complete. OUT is made only once the slide has been
+// read, so a slide that fails leaves nothing behind. Throws naming the problem.
 TilesResult tiles_write(const TilesOptions& opt, const std::string& out_dir, const std::string& slide_path);
 
 }  // namespace ips

@@ -53,6 +53,8 @@ struct Row {
 };
 
 std::vector<Row> csv_read(const std::string& file, size_t n_tasks) {
+    std::error_code ec;
+    if (fs::is_directory(file, ec)) throw std::runtime_error("data set '" + file + "': is a directory");
     std::ifstream in(file);
     if (!in) throw std::runtime_error("data set '" + file + "': cannot open");
     std::vector<Row> rows;
@@ -99,7 +101,7 @@ struct CsvDataset : Dataset {
             for (size_t t = 0; t < cfg.model.tasks.size(); ++t) target_parse(r.labels[t], cfg.model.tasks[t], cfg.model.n_class, r.where);
             // Open every file and make its tile grid now, so a bad one is not found mid-epoch.
             try {
-                if (is_bag_file(r.path)) bag_open(r);
+                if (is_bag_file(r.path)) bag_check(r, *bag_open(r));
                 else grid_of(r, *slide_open(r.path));
                 rows.push_back(std::move(r));
             } catch (const ConfigError&) {
@@ -116,6 +118,16 @@ struct CsvDataset : Dataset {
     static PatchSourcePtr bag_open(const Row& r) {
         const std::string file = without_group(r.path);
         return file == r.path ? feature_bag_source_open(file) : feature_bag_source_open(file, r.path.substr(file.size() + 1));
+    }
+    // An empty bag, or one of another width than the projector takes, would only fail inside the
+    // model, mid-epoch and without its name.
+    void bag_check(const Row& r, PatchSource& bag) const {
+        if (bag.size() == 0)
+            throw std::runtime_error("feature bag '" + without_group(r.path) + "': no rows (a slide without tissue tiles?)");
+        const int64_t width = bag.patch_shape().at(0);
+        if (width != cfg.model.n_chan_in)
+            throw std::runtime_error("feature bag '" + without_group(r.path) + "': features have " + std::to_string(width) +
+                                     " columns, the config's n_chan_in is " + std::to_string(cfg.model.n_chan_in));
     }
     bool whole_image(const Slide& slide) const {
         return slide_levels(slide).size() == 1 && !cfg.data.tissue && cfg.data.img_size[0] > 0;

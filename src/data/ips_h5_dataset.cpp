@@ -14,6 +14,9 @@ struct ReferenceBagDataset : Dataset {
         file = split_file(cfg.data, split, ".h5");
         groups = feature_bag_groups(file);
         if (groups.empty()) throw std::runtime_error("feature bag '" + file + "': no groups (one per slide expected)");
+        // An empty group would only fail inside the model, mid-epoch and without its name.
+        for (const auto& g : groups)
+            if (g.n_rows == 0) throw std::runtime_error("feature bag '" + file + "': group '" + g.name + "' has no rows");
     }
     int64_t size() const override { return int64_t(groups.size()); }
     Example get(int64_t i) override {

@@ -98,6 +98,7 @@ FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Dev
     bag.coords = grid.coords;
     bag.patch_size = grid.patch;
     bag.patch_level = grid.level;
+    fs::create_directories(out_dir);  // only now: a slide that cannot be read leaves no folder
     feature_bag_write(r.out, bag);
     r.dim = features.size(1);
     return r;

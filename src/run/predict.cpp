@@ -51,6 +51,9 @@ Prediction predict_image(IPSNet& net, const Config& cfg, const torch::Device& de
         boxes.push_back({origin[0], origin[1], cfg.data.patch_size[1], cfg.data.patch_size[0], p.scores.back()});
     }
     if (!heatmap_out.empty()) {
+        // Made only now, so that an image that cannot be read leaves no folder behind.
+        const auto folder = std::filesystem::path(heatmap_out).parent_path();
+        if (!folder.empty()) std::filesystem::create_directories(folder);
         png_write(heatmap_out, heatmap_render(image, boxes));
         p.heatmap = heatmap_out;
     }
@@ -129,6 +132,7 @@ PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::D
     }
     r.redone_why = before.why;
     r.json = prediction_to_json(predict_image(net, cfg, device, image, heatmap_out));
+    std::filesystem::create_directories(out_dir);  // with the first record: a failed image leaves no folder
     text_write_atomic(r.path, r.json.dump() + "\n");
     return r;
 }

@@ -113,8 +113,11 @@ TilesResult tiles_write(const TilesOptions& opt, const std::string& out_dir, con
     std::string csv = "x,y\n";
     const auto c = grid.coords.accessor<int64_t, 2>();
     for (int64_t n = 0; n < r.tiles; ++n) csv += std::to_string(c[n][0]) + "," + std::to_string(c[n][1]) + "\n";
+    const torch::Tensor overlay = tissue_overlay(*slide, tissue, grid);
+    // Only now, with everything read: a slide that cannot be read leaves no folder and no file.
+    fs::create_directories(out_dir);
     text_write_atomic(r.stem + ".csv", csv);
-    png_write(r.stem + ".png", tissue_overlay(*slide, tissue, grid));
+    png_write(r.stem + ".png", overlay);
     nlohmann::json j = settings_of(opt, slide_path);
     j.update({{"width", levels[0].width},
               {"height", levels[0].height},

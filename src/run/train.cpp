@@ -232,15 +232,6 @@ void run_open(Run& run) {
         throw std::runtime_error("B=" + std::to_string(cfg.train.B) + " does not divide by the world size " +
                                  std::to_string(run.world()) + ": the global batch is split evenly over the ranks");
     run.config_yaml = config_to_yaml(cfg);
-    if (run.writes()) {
-        fs::create_directories(run.dir);
-        // What a run killed mid-write left behind (the files under their final names are whole).
-        stale_temporaries_remove(run.dir.string());
-        // A resumed run usually finds its own config there: no write, so no failure on a full disk.
-        const fs::path config = run.dir / "config.yaml";
-        if (!fs::exists(config) || file_read(config.string()) != run.config_yaml)
-            text_write_atomic(config.string(), run.config_yaml);
-    }
     run.train_data = dataset_open(cfg, "train");
     run.test_data = dataset_open(cfg, "test");
     if (run.train_data->size() == 0)
@@ -264,6 +255,17 @@ void run_open(Run& run) {
     run.optimizer = optimizer_make(run.net, cfg.train);
     // A partial last batch is trained on.
     run.counter.steps_per_epoch = (run.train_data->size() + cfg.train.B - 1) / cfg.train.B;
+    // The run folder is made only now, with the data and the starting weights opened: a bad input
+    // fails with nothing written.
+    if (run.writes()) {
+        fs::create_directories(run.dir);
+        // What a run killed mid-write left behind (the files under their final names are whole).
+        stale_temporaries_remove(run.dir.string());
+        // A resumed run usually finds its own config there: no write, so no failure on a full disk.
+        const fs::path config = run.dir / "config.yaml";
+        if (!fs::exists(config) || file_read(config.string()) != run.config_yaml)
+            text_write_atomic(config.string(), run.config_yaml);
+    }
     if (run.resume) {
         CheckpointMeta meta = resume_load(run);
         run.start_epoch = static_cast<int>(meta.epoch);
