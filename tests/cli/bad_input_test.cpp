@@ -1,4 +1,4 @@
-// Bad input, counted (issue 15): one table of damaged, malformed or misplaced inputs, each run
+// Bad input, counted: one table of damaged, malformed or misplaced inputs, each run
 // through the ips binary as a user would. Every case must end with an exit code in 1..127 (an
 // error, not a crash or a signal), a message naming the file or the config key at fault, and no
 // partial output: the case's folder holds exactly what it held before the run. Inputs are made in
