@@ -134,38 +134,49 @@ TEST_F(Reliability, KilledAtTwentyMomentsLosesNothing) {
     SCOPED_TRACE("seed " + std::to_string(seed) + " (the kills are drawn from it)");
     std::mt19937 rng(seed);
     const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-    TempDir dir("ips_reliability_kill");
-    const std::string out = " --resume --out " + dir / "run";
     int kills = 0, tries = 0;
     std::string log;
-    while (kills < 20 && tries++ < 60) {
-        std::string how;
-        CommandResult r;
-        // The first two: while config.yaml is written, and after a step with no checkpoint yet.
-        const int kind = kills == 0 ? 0 : kills == 1 ? 1 : pick(0, 6);
-        switch (kind) {
-            case 0: how = "IPS_FAULT=atomic-before-rename@" + std::to_string(kills == 0 ? 1 : pick(1, 3)); break;
-            case 1: how = "IPS_FAULT=train-step@" + std::to_string(kills == 1 ? 1 : pick(1, 3)); break;
-            case 2: how = "IPS_FAULT=atomic-after-rename@" + std::to_string(pick(1, 3)); break;
-            case 3: how = "IPS_FAULT=torch-file-record-written@" + std::to_string(pick(1, 80)); break;
-            case 4: how = "IPS_FAULT=epoch-end@1"; break;
-            case 5: how = "IPS_FAULT=eval-batch@" + std::to_string(pick(1, 2)); break;
-            default: how = "timeout -s KILL " + std::to_string(std::uniform_real_distribution<double>(0.05, 1.2)(rng)); break;
+    // A kill that lands after a checkpoint moves the run on; one that lands before the next makes
+    // it redo that work. When a run reaches its end before twenty kills, it is checked and a new
+    // one takes the remaining kills.
+    while (kills < 20 && tries < 100) {
+        TempDir dir("ips_reliability_kill");
+        const std::string out = " --resume --out " + dir / "run";
+        bool ended = false;
+        while (kills < 20 && tries++ < 100) {
+            std::string how;
+            // The first two: while config.yaml is written, and after a step with no checkpoint yet.
+            const int kind = log.empty() ? 0 : kills == 1 ? 1 : pick(0, 6);
+            switch (kind) {
+                case 0: how = "IPS_FAULT=atomic-before-rename@" + std::to_string(log.empty() ? 1 : pick(1, 3)); break;
+                case 1: how = "IPS_FAULT=train-step@" + std::to_string(kills == 1 ? 1 : pick(1, 8)); break;
+                case 2: how = "IPS_FAULT=atomic-after-rename@" + std::to_string(pick(1, 3)); break;
+                case 3: how = "IPS_FAULT=torch-file-record-written@" + std::to_string(pick(1, 80)); break;
+                case 4: how = "IPS_FAULT=epoch-end@1"; break;
+                case 5: how = "IPS_FAULT=eval-batch@" + std::to_string(pick(1, 2)); break;
+                default: how = "timeout -s KILL " + std::to_string(std::uniform_real_distribution<double>(0.05, 1.2)(rng)); break;
+            }
+            const CommandResult r = kind == 6 ? command_run(how + " " + kBin + " " + kRun + out) : run_with(how, kRun + out);
+            log += how + " -> " + std::to_string(r.code) + "\n";
+            if (r.code == 0) {  // the run reached its end before this kill's moment
+                ended = true;
+                break;
+            }
+            ASSERT_EQ(r.code, 137) << how << "\n" << r.output;
+            ++kills;
+            run_folder_expect_sound(dir.path / "run");
         }
-        r = kind == 6 ? command_run(how + " " + kBin + " " + kRun + out) : run_with(how, kRun + out);
-        log += how + " -> " + std::to_string(r.code) + "\n";
-        if (r.code == 0) break;  // the run reached its end before this kill's moment
-        ASSERT_EQ(r.code, 137) << how << "\n" << r.output;
-        ++kills;
-        run_folder_expect_sound(dir.path / "run");
+        SCOPED_TRACE(log);
+        if (!ended) {
+            const auto last = ips_run(kRun + out);
+            ASSERT_EQ(last.code, 0) << last.output;
+        }
+        runs_expect_identical(straight(), dir.path / "run");
+        EXPECT_TRUE(fs::exists(dir.path / "run/best.pt"));
+        EXPECT_EQ(temporaries_in(dir.path / "run"), std::vector<std::string>{});
+        log += "-- the run ended and equals the uninterrupted one\n";
     }
-    SCOPED_TRACE(log);
-    EXPECT_EQ(kills, 20) << "the run ended before twenty kills";
-    const auto last = ips_run(kRun + out);
-    ASSERT_EQ(last.code, 0) << last.output;
-    runs_expect_identical(straight(), dir.path / "run");
-    EXPECT_TRUE(fs::exists(dir.path / "run/best.pt"));
-    EXPECT_EQ(temporaries_in(dir.path / "run"), std::vector<std::string>{});
+    EXPECT_EQ(kills, 20) << log;
 }
 
 // A small file system that fills up: a tmpfs in a private mount namespace (unshare -rm, so no
@@ -225,6 +236,25 @@ TEST_F(Reliability, AFullDiskKeepsTheLastGoodCheckpointAndSaysSo) {
 
     EXPECT_EQ(text("end.code"), "0\n") << text("end.log");
     runs_expect_identical(straight(), dir.path / "end");
+}
+
+TEST(ReliabilityDisk, FeaturesOnAFullDiskNameTheBagAndLeaveNoPartOfIt) {
+    const std::string slide = ips::test::test_slide_path();
+    ASSERT_TRUE(fs::exists(slide)) << slide;
+    TempDir dir("ips_reliability_bags");
+    fs::create_directories(dir.path / "mnt");
+    const std::string script = "mkdir $M/bags; dd if=/dev/zero of=$M/fill bs=4k >/dev/null 2>&1\n" + kBin +
+                               " features " + kDir + "/tests/fixtures/features_tiny.yaml " + slide +
+                               " --out $M/bags --device cpu --threads 1 > " + dir / "log" + " 2>&1; echo $? > " +
+                               dir / "code\nls -A $M/bags > " + dir / "ls\n";
+    const auto r = with_small_disk(script, dir.path / "mnt", "2m");
+    ASSERT_EQ(r.code, 0) << "could not mount a small tmpfs: " << r.output;
+    const std::string log = ips::test::file_text(dir.path / "log");
+    EXPECT_EQ(ips::test::file_text(dir.path / "code"), "1\n") << log;
+    EXPECT_TRUE(contains(log, "feature bag '" + dir / "mnt/bags/CMU-1-Small-Region.h5'")) << log;
+    EXPECT_TRUE(contains(log, "No space left on device")) << log;
+    EXPECT_TRUE(contains(log, "1 of 1 slides failed")) << log;
+    EXPECT_EQ(ips::test::file_text(dir.path / "ls"), "");  // no bag, no temporary
 }
 
 // Feature bags in a CSV, one of them all NaN: its batch's loss is NaN.
