@@ -76,17 +76,28 @@ TEST(Step, TrainStepFollowsTheScheduleAndCountsSteps) {
     EXPECT_TRUE(net->is_training());
 }
 
-TEST(Step, NonFiniteLossStopsBeforeAnyWeightChanges) {
+// A batch of two whose second bag is all NaN, at step 8 of a schedule of 4 steps an epoch.
+struct NanBatch {
+    explicit NanBatch(NonFinite mode) {
+        cfg.train.nonfinite_loss = mode;
+        examples[1].source = tensor_source_make(torch::full({cfg.data.N, cfg.model.n_chan_in}, std::nan("")));
+    }
     Config cfg = test::tiny_bag_config(/*N=*/12, /*M=*/4, /*I=*/4);
     IPSNet net = net_make(cfg.model, cfg.compute, 3);
-    auto opt = optimizer_make(net, cfg.train);
-    auto examples = random_examples(cfg, 1);
-    examples[1].source = tensor_source_make(torch::full({cfg.data.N, cfg.model.n_chan_in}, std::nan("")));
-    std::mt19937_64 rng(2);
+    std::unique_ptr<torch::optim::AdamW> opt = optimizer_make(net, cfg.train);
+    std::vector<Example> examples = random_examples(cfg, 1);
+    std::mt19937_64 rng{2};
     StepCounter counter{7, 4};
+    double step() { return train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter); }
+};
+
+TEST(Step, NonFiniteLossStopsBeforeAnyWeightChanges) {
+    NanBatch b(NonFinite::stop);
+    auto& net = b.net;
+    auto& counter = b.counter;
     const auto before = net->named_parameters()["transf.crs_attn.q"].clone();
     try {
-        train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter);
+        b.step();
         FAIL() << "a NaN loss was trained on";
     } catch (const NonFiniteLoss& e) {
         EXPECT_NE(std::string(e.what()).find("step 8"), std::string::npos) << e.what();
@@ -96,29 +107,22 @@ TEST(Step, NonFiniteLossStopsBeforeAnyWeightChanges) {
 }
 
 TEST(Step, SkippingANonFiniteLossLeavesWeightsAndStatisticsAsTheyWere) {
-    Config cfg = test::tiny_bag_config(/*N=*/12, /*M=*/4, /*I=*/4);
-    cfg.train.nonfinite_loss = NonFinite::skip;
-    IPSNet net = net_make(cfg.model, cfg.compute, 3);
-    auto opt = optimizer_make(net, cfg.train);
-    auto examples = random_examples(cfg, 1);
-    examples[1].source = tensor_source_make(torch::full({cfg.data.N, cfg.model.n_chan_in}, std::nan("")));
-    std::mt19937_64 rng(2);
-    StepCounter counter{7, 4};
+    NanBatch b(NonFinite::skip);
+    auto& net = b.net;
     std::vector<torch::Tensor> before;
     for (const auto& t : net->parameters()) before.push_back(t.clone());
     for (const auto& t : net->buffers()) before.push_back(t.clone());
     ASSERT_FALSE(net->buffers().empty());  // BatchNorm's running statistics: the forward moved them
-    const double loss = train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter);
-    EXPECT_TRUE(std::isnan(loss));
-    EXPECT_EQ(counter.step, 8);  // the schedule counts the batch
+    EXPECT_TRUE(std::isnan(b.step()));
+    EXPECT_EQ(b.counter.step, 8);  // the schedule counts the batch
     std::vector<torch::Tensor> after;
     for (const auto& t : net->parameters()) after.push_back(t);
     for (const auto& t : net->buffers()) after.push_back(t);
     ASSERT_EQ(before.size(), after.size());
     for (size_t k = 0; k < before.size(); ++k) EXPECT_TRUE(torch::equal(before[k], after[k])) << k;
     // The next finite batch trains as usual.
-    examples[1] = random_examples(cfg, 2)[0];
-    EXPECT_TRUE(std::isfinite(train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter)));
+    b.examples[1] = random_examples(b.cfg, 2)[0];
+    EXPECT_TRUE(std::isfinite(b.step()));
 }
 
 TEST(Step, InferStepIsTheForwardOfTheSelectionInEvalMode) {
