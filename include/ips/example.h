@@ -25,6 +25,10 @@ struct Dataset {
 };
 using DatasetPtr = std::shared_ptr<Dataset>;
 
+// The examples at positions start .. start + count - 1 of `order` (indices into `data`), fewer
+// where `order` ends.
+std::vector<Example> dataset_examples(Dataset& data, const std::vector<int64_t>& order, int64_t start, int64_t count);
+
 // Stack per-example targets into per-task batch tensors: softmax [B] int64, sigmoid [B, n_class].
 std::vector<torch::Tensor> targets_stack(const std::vector<Example>& examples, size_t n_tasks);
 

@@ -26,4 +26,11 @@ std::vector<torch::Tensor> targets_random(const ModelOptions& model, std::mt1993
     return targets;
 }
 
+std::vector<Example> dataset_examples(Dataset& data, const std::vector<int64_t>& order, int64_t start, int64_t count) {
+    std::vector<Example> examples;
+    for (int64_t i = start; i < std::min<int64_t>(static_cast<int64_t>(order.size()), start + count); ++i)
+        examples.push_back(data.get(order[static_cast<size_t>(i)]));
+    return examples;
+}
+
 }  // namespace ips
