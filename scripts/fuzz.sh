@@ -8,13 +8,13 @@
 #                                      # then every file of fuzz/crashes/<h>/ on its own (with
 #                                      # IPS_FUZZ_KNOWN=1: it fails until every finding is fixed)
 #
-# Builds build-san/ first (clang, -DIPS_FUZZ=ON, shared with scripts/sanitize.sh) when needed; IPS_FUZZ_JOBS sets the build's
-# parallelism (default: all cores). Each harness runs in libFuzzer's fork mode, so a crash does not
+# Builds build-san/ first (clang, -DIPS_FUZZ=ON, shared with scripts/sanitize.sh) when needed;
+# IPS_FUZZ_JOBS sets the build's parallelism (default: all cores). Each harness runs in libFuzzer's fork mode, so a crash does not
 # end its run: every crashing input (sanitizer report, leak, UB, a broken invariant, a timeout of
 # 10 s, more than 4 GiB) lands in build-san/fuzz-work/<harness>/artifacts/ and is replayed once
 # to tell whose it is: ours (the first stack frame with a source file is in src/, include/ or
 # fuzz/) or third-party (the first frame is in libtorch, HDF5, libvips, ...). Writes
-# build-san/fuzz_summary.json.
+# build-san/fuzz_summary.json (IPS_FUZZ_SUMMARY names another file: two runs side by side).
 #
 # Exit status: 1 when a harness crashed in our code (or a crash could not be told apart), 0
 # otherwise; IPS_FUZZ_STRICT=1 counts third-party crashes too. IPS_FUZZ_KNOWN=1 stops skipping the
@@ -41,7 +41,10 @@ done
 
 build=build-san
 # The same instrumented build folder as the sanitizer test suite (scripts/sanitize.sh configures it).
-IPS_SANITIZE_JOBS="${IPS_FUZZ_JOBS:-$(nproc)}" bash scripts/sanitize.sh --build-only --target fuzz_all
+mkdir -p "$build"
+IPS_SANITIZE_JOBS="${IPS_FUZZ_JOBS:-$(nproc)}" flock "$build/.fuzz-build.lock" \
+  bash scripts/sanitize.sh --build-only --target fuzz_all
+summary=${IPS_FUZZ_SUMMARY:-$build/fuzz_summary.json}
 
 # A regression run exercises the known findings too: that is what their inputs are kept for.
 $replay && export IPS_FUZZ_KNOWN=1
@@ -157,8 +160,8 @@ done
     printf '  %s%s\n' "${results[$i]}" "$([ "$i" -lt $((${#results[@]} - 1)) ] && echo ,)"
   done
   echo "]}"
-} >"$build/fuzz_summary.json"
-echo "summary: $build/fuzz_summary.json"
+} >"$summary"
+echo "summary: $summary"
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz.sh: crashes in our code (or not told apart) in: ${failed[*]}" >&2
   exit 1
