@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (info.rows < 0 || info.dim < 0) fuzz_fail("feature_bag_info: negative shape");
         if (info.coords.defined() && (info.coords.dim() != 2 || info.coords.size(0) != info.rows || info.coords.size(1) != 2))
             fuzz_fail("feature_bag_info: coords of another shape than [rows, 2]");
-        small = info.rows * std::max<int64_t>(info.dim, 1) <= kMaxCells;
+        small = info.rows <= kMaxCells && info.rows * std::max<int64_t>(info.dim, 1) <= kMaxCells;
     } catch (const std::exception& e) {
         note(e);
     }

@@ -117,6 +117,19 @@ std::vector<hsize_t> dims_of(hid_t ds, const std::string& path, const std::strin
         fail(path, "dataset '" + name + "' has rank " + std::to_string(r) + ", expected " + std::to_string(rank));
     std::vector<hsize_t> dims(rank);
     H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+    // HDF5 allows dimensions up to 2^64 (chunked, mostly unwritten): no bag of a slide comes near
+    // 2^31 rows or 2^40 values, and sizes beyond them overflow the arithmetic that follows.
+    constexpr hsize_t kMostSide = hsize_t(1) << 31, kMostValues = hsize_t(1) << 40;
+    hsize_t values = 1;
+    std::string shape;
+    bool plausible = true;
+    for (hsize_t d : dims) {
+        shape += (shape.empty() ? "" : ", ") + std::to_string(d);
+        plausible = plausible && d <= kMostSide && (d == 0 || values <= kMostValues / d);
+        if (plausible) values *= d;
+    }
+    if (!plausible)
+        fail(path, "dataset '" + name + "' has an implausible shape [" + shape + "] (more than 2^31 along a side or 2^40 values)");
     return dims;
 }
 

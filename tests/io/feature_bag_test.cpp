@@ -303,3 +303,25 @@ TEST(FeatureBag, PeerH5pyReadsOurFile) {
     EXPECT_NEAR(sum, bag.features.to(torch::kDouble).sum().item<double>(), 1e-6) << r.output;
     EXPECT_EQ(coords_sum, bag.coords.sum().item<int64_t>());
 }
+
+// HDF5 lets a chunked dataset declare up to 2^64 rows with nothing written (found by
+// fuzz/feature_bag.cpp, F8): such a shape is refused by name before any size is computed from it.
+TEST(FeatureBag, ImplausibleShapesAreRefusedNamingTheFile) {
+    const auto py = ips::test::torch_python();
+    ASSERT_EQ(ips::test::command_run(py + " -c 'import h5py'").code, 0) << "install python3-h5py (scripts/setup.sh does)";
+    TempDir dir;
+    const auto path = dir / "huge.h5";
+    const std::string script =
+        "import h5py, sys\n"
+        "with h5py.File(sys.argv[1], 'w') as f:\n"
+        "    f.create_dataset('features', shape=(2**40, 1024), chunks=(1, 1024), dtype='f4')\n";
+    std::ofstream(dir / "make.py") << script;
+    const auto made = ips::test::command_run(py + " " + dir / "make.py" + " " + path);
+    ASSERT_EQ(made.code, 0) << made.output;
+    using ips::test::error_of;
+    for (const std::string& what : {error_of([&] { feature_bag_info(path); }), error_of([&] { feature_bag_read(path); }),
+                                    error_of([&] { feature_bag_source_open(path); })}) {
+        EXPECT_NE(what.find(path), std::string::npos) << what;
+        EXPECT_NE(what.find("implausible shape [1099511627776, 1024]"), std::string::npos) << what;
+    }
+}
