@@ -31,6 +31,7 @@ packages=(
   libgtest-dev
   python3-h5py python3-numpy                          # peers for numerical agreement tests only
   dataset-fashion-mnist                               # real IDX files for the reader tests
+  procps                                              # kill -- -PGID: Ctrl-C to a job, in the tests
 )
 case "$flavour" in
   # OpenBLAS: with Debian's reference BLAS libtorch's matrix products are ~30x slower.

@@ -37,16 +37,19 @@ int free_port() {
 }
 
 std::vector<pid_t> g_workers;  // for the signal handler
-volatile sig_atomic_t g_asked_to_stop = 0;  // SIGINT or SIGTERM reached the launcher
+volatile sig_atomic_t g_asked_to_stop = 0;  // the SIGINT or SIGTERM that reached the launcher, or 0
 
 void forward_signal(int sig) {
     for (pid_t p : g_workers)
         if (p > 0) kill(p, sig);
 }
 
+// Workers are asked to stop with SIGTERM whatever the launcher got. A Ctrl-C from the terminal also
+// reaches them directly (one foreground process group), and a second SIGINT ends a worker at once
+// instead of after its checkpoint: passing SIGINT on would be that second one.
 void on_stop_signal(int sig) {
-    g_asked_to_stop = 1;
-    forward_signal(sig);
+    g_asked_to_stop = sig;
+    forward_signal(SIGTERM);
 }
 
 std::string status_text(int status) {
@@ -121,7 +124,7 @@ int workers_launch(int nproc, const std::vector<std::string>& worker_args) {
         const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         // Workers asked to stop save a checkpoint and end with 128 + signal: wait for all of them.
         if (failed && result == 0 && g_asked_to_stop) {
-            result = exit_code_of(status);
+            result = 128 + g_asked_to_stop;  // as the signal the launcher got would have ended it
         } else if (failed && result == 0) {
             result = exit_code_of(status);
             std::fprintf(stderr, "ips: rank %d %s; stopping the other %d rank(s)\n", rank, status_text(status).c_str(),

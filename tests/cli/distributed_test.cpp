@@ -113,9 +113,9 @@ TEST(Distributed, CheckpointOfTwoRanksResumesOnOne) {
     EXPECT_EQ(lines_of(dir.path / "mixed" / "metrics.jsonl").size(), 3u);
 }
 
-// SIGTERM to the launcher (what a scheduler sends): it passes it on, the ranks agree to stop after
-// the same step, rank 0 writes the checkpoint, every process ends with 143, and the job resumes
-// to what the uninterrupted job gives, bit for bit.
+// SIGTERM to the launcher (what a scheduler sends), or Ctrl-C to the process group: the launcher
+// passes it on, the ranks agree to stop after the same step, rank 0 writes the checkpoint, the job
+// ends with 128 + signal, and it resumes to what the uninterrupted job gives, bit for bit.
 TEST(Distributed, SigtermToTheLauncherStopsEveryRankAfterOneStepAndResumes) {
     TempDir dir("ips_dist_sigterm");
     const std::string args = "train " + kImage + " --set n_train=16 --set B=2 --set B_seq=2 --set n_epoch=3 --nproc-per-node 2";
@@ -131,6 +131,16 @@ TEST(Distributed, SigtermToTheLauncherStopsEveryRankAfterOneStepAndResumes) {
     auto resumed = ips_run(args + " --resume --out " + dir / "two");
     ASSERT_EQ(resumed.code, 0) << resumed.output;
     ips::test::runs_expect_identical(dir.path / "straight", dir.path / "two");
+
+    // Ctrl-C: SIGINT to the whole process group, workers included. The launcher asks them with
+    // SIGTERM, not a second SIGINT (which would end them before their checkpoint), and ends with 130.
+    auto ctrl_c = command_run("(setsid " + kBin + " " + args + " --out " + dir / "ctrl_c" +
+                              " & pid=$!; for i in $(seq 400); do sleep 0.05; [ -s " + dir / "ctrl_c/metrics.jsonl" +
+                              " ] && break; done; env kill -s INT -- -$pid; wait $pid)");
+    EXPECT_EQ(ctrl_c.code, 130) << ctrl_c.output;
+    EXPECT_NE(ctrl_c.output.find("with --resume continues"), std::string::npos) << ctrl_c.output;
+    ASSERT_EQ(ips_run(args + " --resume --out " + dir / "ctrl_c").code, 0);
+    ips::test::runs_expect_identical(dir.path / "straight", dir.path / "ctrl_c");
 }
 
 TEST(Distributed, BadLaunchesFailWithTheCauseNamed) {
