@@ -18,11 +18,6 @@
 namespace ips {
 namespace {
 
-std::string parent_of(const std::string& path) {
-    const std::string p = std::filesystem::path(path).parent_path().string();
-    return p.empty() ? "." : p;
-}
-
 // Writes all n bytes, retrying short writes and signals; false with errno set on failure.
 bool write_all(int fd, const void* data, size_t n) {
     const char* p = static_cast<const char*>(data);
@@ -36,6 +31,20 @@ bool write_all(int fd, const void* data, size_t n) {
         n -= static_cast<size_t>(w);
     }
     return true;
+}
+
+// The last step of every whole-file write: `tmp` (synced) becomes `path`, and the folder is synced
+// so the rename itself survives a power cut. On failure removes `tmp` and throws naming `path`.
+void rename_durably(const std::string& tmp, const std::string& path) {
+    fault_point("atomic-before-rename");
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot write '" + path + "': cannot rename '" + tmp + "' into place: " + why);
+    }
+    const std::string p = std::filesystem::path(path).parent_path().string();
+    folder_sync(p.empty() ? "." : p);
+    fault_point("atomic-after-rename");
 }
 
 }  // namespace
@@ -68,20 +77,13 @@ void AtomicFile::write(const void* data, size_t n) {
     if (!write_all(fd_, data, n)) fail("write failed");
 }
 
+// Some file systems report a full disk only at fsync or close: both are checked.
 void AtomicFile::commit() {
     if (fd_ < 0) throw std::runtime_error("cannot write '" + path_ + "': already committed or failed");
-    // Some file systems report a full disk only here.
     if (::fsync(fd_) != 0) fail("fsync failed");
-    fault_point("atomic-before-rename");
     if (::close(fd_) != 0) fail("close failed");
     fd_ = -1;
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-        const std::string why = std::strerror(errno);
-        ::unlink(tmp_.c_str());
-        throw std::runtime_error("cannot write '" + path_ + "': cannot rename '" + tmp_ + "' into place: " + why);
-    }
-    folder_sync(parent_of(path_));
-    fault_point("atomic-after-rename");
+    rename_durably(tmp_, path_);
 }
 
 void file_commit(const std::string& tmp, const std::string& path) {
@@ -89,13 +91,11 @@ void file_commit(const std::string& tmp, const std::string& path) {
     const bool synced = fd >= 0 && ::fsync(fd) == 0;
     const std::string why = synced ? "" : std::strerror(errno);
     if (fd >= 0) ::close(fd);
-    if (!synced || std::rename(tmp.c_str(), path.c_str()) != 0) {
-        const std::string reason = synced ? std::string("cannot rename '") + tmp + "' into place: " + std::strerror(errno)
-                                          : "cannot sync '" + tmp + "': " + why;
+    if (!synced) {
         ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot write '" + path + "': " + reason);
+        throw std::runtime_error("cannot write '" + path + "': cannot sync '" + tmp + "': " + why);
     }
-    folder_sync(parent_of(path));
+    rename_durably(tmp, path);
 }
 
 void text_write_atomic(const std::string& path, const std::string& text) {

@@ -39,8 +39,8 @@ std::vector<int64_t> identity_order(int64_t n) {
 
 namespace {
 
-std::string metrics_line(const std::vector<Task>& tasks, int epoch, double train_loss, const EvalResult& test,
-                         double lr, double seconds, const DistGroup* dist, double comm_seconds) {
+nlohmann::json metrics_line(const std::vector<Task>& tasks, int epoch, double train_loss, const EvalResult& test,
+                            double lr, double seconds, const DistGroup* dist, double comm_seconds) {
     nlohmann::json j;
     j["epoch"] = epoch;
     j["train_loss"] = train_loss;
@@ -56,7 +56,7 @@ std::string metrics_line(const std::vector<Task>& tasks, int epoch, double train
         j["test"][tasks[t].name] = {{"loss", test.task_loss[t]},
                                     {metric_name(tasks[t].metric), std::isnan(m) ? nlohmann::json() : nlohmann::json(m)}};
     }
-    return j.dump();
+    return j;
 }
 
 // How far an epoch has come: batches done, and the sums its mean training loss comes from.
@@ -343,8 +343,8 @@ void epoch_close(Run& run, int epoch, double train_loss, int64_t skipped, const 
     const bool improved = test.n > 0 && test.score() > run.best;
     if (improved) run.best = test.score();
     if (!run.writes()) return;
-    nlohmann::json line = nlohmann::json::parse(
-        metrics_line(run.cfg.model.tasks, epoch + 1, train_loss, test, lr, seconds, run.dist, comm_seconds));
+    nlohmann::json line =
+        metrics_line(run.cfg.model.tasks, epoch + 1, train_loss, test, lr, seconds, run.dist, comm_seconds);
     if (run.cfg.train.nonfinite_loss == NonFinite::skip) line["skipped_batches"] = skipped;
     const std::string text = line.dump();
     try {
