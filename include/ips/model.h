@@ -33,9 +33,14 @@ struct CrossAttentionImpl : torch::nn::Module {
     CrossAttentionImpl(int64_t n_token, int64_t H, int64_t D, int64_t D_k, int64_t D_v,
                        double attn_dropout, double dropout);
 
+    // Scaled query-key products before the softmax: x [B, N, D] -> [B, H, T, N]. A patch's logits
+    // depend on it alone, not on the other rows, which is what makes whole-slide scores possible.
+    torch::Tensor logits(const torch::Tensor& x);
     // x: [B, N, D]; valid: [B, N] bool or undefined (all valid).
     // Returns attention weights [B, H, T, N] (softmax over N, attention dropout applied in train mode).
     torch::Tensor attention(const torch::Tensor& x, const torch::Tensor& valid);
+    // The same from logits [B, H, T, N] already computed.
+    torch::Tensor attention_of(torch::Tensor logits, const torch::Tensor& valid);
     // Selection score per row: attention averaged over heads, then tokens. [B, N].
     torch::Tensor scores(const torch::Tensor& x, const torch::Tensor& valid);
     // out: [B, T, D] = LayerNorm(Dropout(fc(A V)) + q); attn_out (optional): [B, H, T, N].

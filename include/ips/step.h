@@ -19,6 +19,8 @@ struct Batch {
     torch::Tensor valid;    // [B, M] bool
     torch::Tensor scores;   // [B, M] selection scores
     std::vector<torch::Tensor> targets;  // per task, on the compute device (none for unlabelled inputs)
+    std::vector<torch::Tensor> logits;   // per image [N, H, T] with SelectExtras::logits (Selection::logits)
+    SelectTimes times;                   // summed over the selection calls, with SelectExtras::timed
 };
 
 // Selects and gathers M patches for each example. Groups of cfg.train.B_seq images share a
@@ -26,7 +28,7 @@ struct Batch {
 // sequential), otherwise they stay where they are and only chunks travel (lazy). `train` picks
 // the shuffle setting.
 Batch batch_make(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                 const torch::Device& device, std::mt19937_64& rng, bool train);
+                 const torch::Device& device, std::mt19937_64& rng, bool train, const SelectExtras& extras = {});
 
 // Mean over tasks of: NLL of log(softmax + eps) for softmax tasks, BCE for sigmoid tasks.
 // logits/targets: per task, [B, n_class] / [B] or [B, n_class]. per_task (optional) receives
@@ -80,11 +82,14 @@ struct Inference {
     std::vector<torch::Tensor> logits;  // per task [B, n_class]
     std::vector<torch::Tensor> probs;   // per task [B, n_class], softmax or sigmoid
     torch::Tensor attn;                 // [B, H, T, M] aggregator attention over the selected patches
+    std::vector<torch::Tensor> patch_scores;  // with all_scores: per image [N] (patch_scores of select.h)
 };
 
-// Selection and forward in eval mode without gradients; the net's mode is restored.
+// Selection and forward in eval mode without gradients; the net's mode is restored. all_scores
+// also scores every patch of each image, comparably across the image (select.h patch_scores), and
+// times selection (Batch::times).
 Inference infer_step(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                     const torch::Device& device, std::mt19937_64& rng);
+                     const torch::Device& device, std::mt19937_64& rng, bool all_scores = false);
 
 // Attention over the selected patches, mean over heads then tokens: [B, H, T, M] -> [B, M].
 torch::Tensor attention_per_patch(const torch::Tensor& attn);

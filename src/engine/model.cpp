@@ -204,15 +204,22 @@ CrossAttentionImpl::CrossAttentionImpl(int64_t n_token_, int64_t H_, int64_t D, 
     drop = register_module("drop", nn::Dropout(dropout));
 }
 
-torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& valid) {
+torch::Tensor CrossAttentionImpl::logits(const torch::Tensor& x) {
     const int64_t B = x.size(0), N = x.size(1);
     auto qh = q_w(q).view({1, n_token, H, D_k}).transpose(1, 2);  // [1, H, T, D_k]
     auto kh = k_w(x).view({B, N, H, D_k}).transpose(1, 2);        // [B, H, N, D_k]
-    auto logits = torch::matmul(qh / std::sqrt(static_cast<double>(D_k)), kh.transpose(2, 3));
+    return torch::matmul(qh / std::sqrt(static_cast<double>(D_k)), kh.transpose(2, 3));
+}
+
+torch::Tensor CrossAttentionImpl::attention_of(torch::Tensor logits, const torch::Tensor& valid) {
     if (valid.defined())  // padding rows get no attention at all
-        logits = logits.masked_fill(valid.logical_not().view({B, 1, 1, N}),
+        logits = logits.masked_fill(valid.logical_not().view({logits.size(0), 1, 1, logits.size(3)}),
                                     -std::numeric_limits<float>::infinity());
     return attn_drop(torch::softmax(logits, -1));  // [B, H, T, N]
+}
+
+torch::Tensor CrossAttentionImpl::attention(const torch::Tensor& x, const torch::Tensor& valid) {
+    return attention_of(logits(x), valid);
 }
 
 torch::Tensor CrossAttentionImpl::scores(const torch::Tensor& x, const torch::Tensor& valid) {

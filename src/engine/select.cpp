@@ -1,6 +1,13 @@
 #include "ips/select.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <numeric>
 
@@ -26,11 +33,18 @@ std::vector<torch::Tensor> order_make(size_t n_images, int64_t N, Shuffle shuffl
     return orders;
 }
 
-// Reads positions [start, end) of each image's order and embeds them in one encoder call.
-// Returns embeddings [b, end - start, D]; chunk_idx receives the grid indices [b, end - start].
-torch::Tensor chunk_embed(IPSNet& net, const std::vector<PatchSource*>& sources,
-                          const std::vector<torch::Tensor>& orders, bool identity_order, int64_t start,
-                          int64_t end, const torch::Device& device, torch::Tensor* chunk_idx) {
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Positions [start, end) of each image's order, read and on the device.
+struct Chunk {
+    torch::Tensor patches;  // [b * k, ...patch_shape] float32 on the device
+    torch::Tensor idx;      // [b, k] grid indices on the device
+};
+
+Chunk chunk_read(const std::vector<PatchSource*>& sources, const std::vector<torch::Tensor>& orders,
+                 bool identity_order, int64_t start, int64_t end, const torch::Device& device) {
     std::vector<torch::Tensor> patches, idx;
     for (size_t b = 0; b < sources.size(); ++b) {
         auto ids = orders[b].slice(0, start, end);
@@ -40,15 +54,105 @@ torch::Tensor chunk_embed(IPSNet& net, const std::vector<PatchSource*>& sources,
                                          : source_read_on(*sources[b], ids, device));
         idx.push_back(ids);
     }
-    auto flat = patches.size() == 1 ? patches[0] : torch::cat(patches, 0);  // [b * k, ...]
-    *chunk_idx = torch::stack(idx).to(device, /*non_blocking=*/true);  // no stream sync per chunk
-    return net->embed(flat).view({static_cast<int64_t>(sources.size()), end - start, net->D});
+    Chunk c;
+    c.patches = patches.size() == 1 ? patches[0] : torch::cat(patches, 0);
+    c.idx = torch::stack(idx).to(device, /*non_blocking=*/true);  // no stream sync per chunk
+    return c;
+}
+
+// One reader thread for the whole process, fed one chunk at a time. It lives as long as the
+// process: a thread per chunk would also start a new OpenMP team per chunk (libgomp keeps a pool
+// per master thread), and libvips keeps buffers per thread that a thread's exit leaks: measured,
+// peak memory grew by 26 KB per patch read that way.
+class ReaderThread {
+public:
+    static ReaderThread& get() {
+        static ReaderThread* one = new ReaderThread;  // never destroyed: it waits for work until exit
+        return *one;
+    }
+    std::future<Chunk> submit(std::function<Chunk()> work) {
+        auto task = std::make_shared<std::packaged_task<Chunk()>>(std::move(work));
+        auto result = task->get_future();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            queue_.push_back([task] { (*task)(); });
+        }
+        ready_.notify_one();
+        return result;
+    }
+
+private:
+    ReaderThread() : thread_([this] { loop(); }) { thread_.detach(); }
+    void loop() {
+        for (;;) {
+            std::function<void()> work;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                ready_.wait(lock, [this] { return !queue_.empty(); });
+                work = std::move(queue_.front());
+                queue_.pop_front();
+            }
+            work();  // a packaged task: exceptions go to its future
+        }
+    }
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::deque<std::function<void()>> queue_;
+    std::thread thread_;
+};
+
+// The chunks of one selection in order: [0, M), then I at a time. The next chunk is read on the
+// reader thread while the caller encodes the current one, so decoding (slides, JPEG tiles) and
+// the encoder overlap; memory holds two chunks instead of one.
+class ChunkReader {
+public:
+    ChunkReader(const std::vector<PatchSource*>& sources, const std::vector<torch::Tensor>& orders, bool identity,
+                int64_t N, int64_t M, int64_t I, const torch::Device& device)
+        : sources_(sources), orders_(orders), identity_(identity), N_(N), M_(M), I_(I), device_(device) {
+        ahead(0, M_);
+    }
+    ~ChunkReader() {
+        if (next_.valid()) next_.wait();  // a throwing caller must not leave the thread reading
+    }
+    // The next chunk [start, end), or false after the last one.
+    bool next(Chunk& chunk, int64_t& start, int64_t& end, SelectTimes* times) {
+        if (!next_.valid()) return false;
+        const auto t0 = Clock::now();
+        chunk = next_.get();
+        if (times) times->read_wait += seconds_since(t0);
+        start = start_;
+        end = end_;
+        if (end < N_) ahead(end, std::min(end + I_, N_));
+        return true;
+    }
+
+private:
+    void ahead(int64_t start, int64_t end) {
+        start_ = start;
+        end_ = end;
+        next_ = ReaderThread::get().submit(
+            [this, start, end] { return chunk_read(sources_, orders_, identity_, start, end, device_); });
+    }
+    const std::vector<PatchSource*>& sources_;
+    const std::vector<torch::Tensor>& orders_;
+    bool identity_;
+    int64_t N_, M_, I_;
+    torch::Device device_;
+    int64_t start_ = 0, end_ = 0;
+    std::future<Chunk> next_;
+};
+
+// Copies the logits [b, H, T, k] of the patches `idx` [b, k] into each image's [N, H, T].
+void logits_keep(const torch::Tensor& logits, const torch::Tensor& idx, std::vector<torch::Tensor>& kept) {
+    const auto l = logits.permute({0, 3, 1, 2}).to(torch::kCPU, torch::kFloat32);  // [b, k, H, T]
+    const auto i = idx.to(torch::kCPU);
+    for (size_t b = 0; b < kept.size(); ++b) kept[b].index_copy_(0, i[int64_t(b)], l[int64_t(b)]);
 }
 
 // Selection for images with the same N, in lockstep. Writes rows `rows` of the output tensors.
 void select_group(IPSNet& net, const std::vector<PatchSource*>& sources, const std::vector<int64_t>& rows,
                   int64_t N, const SelectOptions& opt, Shuffle shuffle, const torch::Device& device,
-                  std::mt19937_64& rng, Selection& out) {
+                  std::mt19937_64& rng, Selection& out, const SelectExtras& extras) {
     const int64_t M = opt.M, b = static_cast<int64_t>(sources.size());
     auto rows_t = torch::tensor(rows, torch::kLong);
     if (M >= N) {  // nothing to select: every patch is used, the rest is padding
@@ -61,18 +165,40 @@ void select_group(IPSNet& net, const std::vector<PatchSource*>& sources, const s
     auto orders = order_make(sources.size(), N, shuffle, rng);
     const bool identity = shuffle == Shuffle::none;
     auto& attn = net->transf->crs_attn;
+    SelectTimes* times = extras.timed ? &out.times : nullptr;
+    // Encoder (and scoring) time as the device spends it: with `timed`, a sync per chunk.
+    auto encode = [&](const Chunk& c, int64_t k) {
+        const auto t0 = Clock::now();
+        auto emb = net->embed(c.patches).view({b, k, net->D});
+        if (times) {
+            if (device.is_cuda()) torch::cuda::synchronize(device.index());
+            times->encode += seconds_since(t0);
+        }
+        return emb;
+    };
 
-    torch::Tensor mem_idx;
-    auto mem_emb = chunk_embed(net, sources, orders, identity, 0, M, device, &mem_idx);  // [b, M, D]
+    ChunkReader reader(sources, orders, identity, N, M, opt.I, device);
+    Chunk chunk;
+    int64_t start = 0, end = 0;
+    reader.next(chunk, start, end, times);
+    auto mem_emb = encode(chunk, M);  // [b, M, D]
+    auto mem_idx = chunk.idx;
     auto mem_score = torch::zeros({b, M}, mem_emb.options());
-    for (int64_t start = M; start < N; start += opt.I) {
-        const int64_t end = std::min(start + opt.I, N);
-        torch::Tensor iter_idx;
-        auto iter_emb = chunk_embed(net, sources, orders, identity, start, end, device, &iter_idx);
+    std::vector<torch::Tensor> logits;
+    if (extras.logits)
+        for (int64_t k = 0; k < b; ++k) logits.push_back(torch::zeros({N, attn->H, attn->n_token}, torch::kFloat32));
+    while (reader.next(chunk, start, end, times)) {
+        auto iter_emb = encode(chunk, end - start);
         auto all_emb = torch::cat({mem_emb, iter_emb}, 1);  // [b, M + k, D]
-        auto all_idx = torch::cat({mem_idx, iter_idx}, 1);  // [b, M + k]
+        auto all_idx = torch::cat({mem_idx, chunk.idx}, 1);  // [b, M + k]
         // Scores see the positional encoding; the memory keeps the plain embeddings.
-        auto score = attn->scores(net->with_pos(all_emb, all_idx), torch::Tensor());  // [b, M + k]
+        auto l = attn->logits(net->with_pos(all_emb, all_idx));  // [b, H, T, M + k]
+        auto score = attn->attention_of(l, torch::Tensor()).mean(1).mean(1);  // [b, M + k], as scores() gives
+        // A patch's logits depend on it alone: kept once, when it is first scored.
+        if (extras.logits) {
+            if (start == M) logits_keep(l, all_idx, logits);
+            else logits_keep(l.slice(3, M), chunk.idx, logits);
+        }
         auto top = torch::topk(score, M, -1);
         auto pos = std::get<1>(top);
         mem_score = std::get<0>(top);
@@ -82,6 +208,8 @@ void select_group(IPSNet& net, const std::vector<PatchSource*>& sources, const s
     out.idx.index_put_({rows_t}, mem_idx.to(torch::kCPU));
     out.scores.index_put_({rows_t}, mem_score.to(torch::kCPU, torch::kFloat32));
     out.valid.index_put_({rows_t}, torch::ones({b, M}, torch::kBool));
+    for (int64_t k = 0; k < int64_t(logits.size()); ++k) out.logits[size_t(rows[size_t(k)])] = logits[size_t(k)];
+    if (times) times->patches += N * b;
 }
 
 }  // namespace
@@ -92,13 +220,15 @@ Shuffle select_shuffle(const SelectOptions& opt, bool train) {
 }
 
 Selection patches_select(IPSNet& net, const std::vector<PatchSource*>& sources, const SelectOptions& opt,
-                         bool train, const torch::Device& device, std::mt19937_64& rng) {
+                         bool train, const torch::Device& device, std::mt19937_64& rng, const SelectExtras& extras) {
+    const auto t0 = Clock::now();
     TORCH_CHECK(opt.M >= 1 && opt.I >= 1, "selection needs M >= 1 and I >= 1");
     const int64_t B = static_cast<int64_t>(sources.size());
     Selection out;
     out.idx = torch::full({B, opt.M}, -1, torch::kLong);
     out.scores = torch::zeros({B, opt.M}, torch::kFloat32);
     out.valid = torch::zeros({B, opt.M}, torch::kBool);
+    if (extras.logits) out.logits.resize(size_t(B));
 
     torch::NoGradGuard no_grad;
     const bool was_training = net->is_training();
@@ -109,13 +239,27 @@ Selection patches_select(IPSNet& net, const std::vector<PatchSource*>& sources, 
     for (const auto& [N, rows] : groups) {
         std::vector<PatchSource*> members;
         for (int64_t r : rows) members.push_back(sources[r]);
-        select_group(net, members, rows, N, opt, select_shuffle(opt, train), device, rng, out);
+        select_group(net, members, rows, N, opt, select_shuffle(opt, train), device, rng, out, extras);
     }
     if (was_training) net->train();
     out.idx = out.idx.to(device);
     out.scores = out.scores.to(device);
     out.valid = out.valid.to(device);
+    if (extras.timed) out.times.total = seconds_since(t0);
     return out;
+}
+
+torch::Tensor patch_scores(const torch::Tensor& logits, int64_t N, const torch::Tensor& kept,
+                           const torch::Tensor& kept_attn) {
+    auto scores = torch::zeros({N}, torch::kFloat32);
+    const auto kept_cpu = kept.to(torch::kCPU, torch::kLong);
+    if (logits.defined() && kept_cpu.numel() > 0) {
+        const auto l = logits.to(torch::kCPU, torch::kFloat64);                    // [N, H, T]
+        const auto log_z = torch::logsumexp(l.index_select(0, kept_cpu), 0);       // [H, T]
+        scores = (l - log_z).exp().flatten(1).mean(1).to(torch::kFloat32);
+    }
+    scores.index_put_({kept_cpu}, kept_attn.to(torch::kCPU, torch::kFloat32));
+    return scores;
 }
 
 torch::Tensor patches_gather(const std::vector<PatchSource*>& sources, const Selection& sel,

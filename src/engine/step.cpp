@@ -6,8 +6,9 @@
 namespace ips {
 
 Batch batch_make(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                 const torch::Device& device, std::mt19937_64& rng, bool train) {
-    std::vector<torch::Tensor> patches, idx, valid, scores;
+                 const torch::Device& device, std::mt19937_64& rng, bool train, const SelectExtras& extras) {
+    std::vector<torch::Tensor> patches, idx, valid, scores, logits;
+    SelectTimes times;
     const auto group_size = static_cast<size_t>(cfg.train.B_seq);
     // B_seq images at a time: B_seq = B is eager (all on the device at once), 1 is eager sequential.
     for (size_t g = 0; g < examples.size(); g += group_size) {
@@ -18,7 +19,10 @@ Batch batch_make(IPSNet& net, const Config& cfg, const std::vector<Example>& exa
             held.push_back(cfg.data.eager ? examples[i].source->to(device) : examples[i].source);
             group.push_back(held.back().get());
         }
-        Selection sel = patches_select(net, group, cfg.select, train, device, rng);
+        Selection sel = patches_select(net, group, cfg.select, train, device, rng, extras);
+        logits.insert(logits.end(), sel.logits.begin(), sel.logits.end());
+        times.total += sel.times.total, times.encode += sel.times.encode, times.read_wait += sel.times.read_wait;
+        times.patches += sel.times.patches;
         patches.push_back(patches_gather(group, sel, device));
         idx.push_back(sel.idx);
         valid.push_back(sel.valid);
@@ -29,6 +33,8 @@ Batch batch_make(IPSNet& net, const Config& cfg, const std::vector<Example>& exa
     batch.idx = torch::cat(idx, 0);
     batch.valid = torch::cat(valid, 0);
     batch.scores = torch::cat(scores, 0);
+    batch.logits = std::move(logits);
+    batch.times = times;
     if (!examples.empty() && !examples.front().targets.empty())
         for (auto& t : targets_stack(examples, cfg.model.tasks.size())) batch.targets.push_back(t.to(device));
     return batch;
@@ -123,14 +129,23 @@ double train_step(IPSNet& net, torch::optim::Optimizer& optimizer, const Config&
 }
 
 Inference infer_step(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                     const torch::Device& device, std::mt19937_64& rng) {
+                     const torch::Device& device, std::mt19937_64& rng, bool all_scores) {
     const bool was_training = net->is_training();
     net->eval();
     torch::NoGradGuard no_grad;
     Inference out;
-    out.batch = batch_make(net, cfg, examples, device, rng, /*train=*/false);
+    out.batch = batch_make(net, cfg, examples, device, rng, /*train=*/false, SelectExtras{all_scores, all_scores});
     out.logits = net->forward(out.batch.patches, out.batch.idx, out.batch.valid, &out.attn);
     out.probs = net->probabilities(out.logits);
+    if (all_scores) {
+        const auto attn = attention_per_patch(out.attn).to(torch::kCPU);  // [B, M]
+        const auto idx = out.batch.idx.to(torch::kCPU), valid = out.batch.valid.to(torch::kCPU);
+        for (size_t b = 0; b < examples.size(); ++b) {
+            const auto v = valid[int64_t(b)];
+            out.patch_scores.push_back(patch_scores(out.batch.logits[b], examples[b].source->size(),
+                                                    idx[int64_t(b)].index({v}), attn[int64_t(b)].index({v})));
+        }
+    }
     if (was_training) net->train();
     return out;
 }
