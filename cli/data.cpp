@@ -52,6 +52,7 @@ void pyramid_setup(CLI::App* sub) {
         int64_t width = 100000, height = 100000;
         uint64_t seed = 0;
         int quality = 85;
+        std::vector<int64_t> needle;
     };
     auto a = std::make_shared<Args>();
     sub->add_option("--out", a->out, "output .tif")->required();
@@ -59,9 +60,14 @@ void pyramid_setup(CLI::App* sub) {
     sub->add_option("--height", a->height, "pixels")->capture_default_str()->check(CLI::PositiveNumber);
     sub->add_option("--seed", a->seed, "texture seed")->capture_default_str();
     sub->add_option("--quality", a->quality, "JPEG quality")->capture_default_str()->check(CLI::Range(1, 100));
+    sub->add_option("--needle", a->needle, "X,Y,W,H: paint a dark blue box there (level-0 pixels)")
+        ->delimiter(',')
+        ->expected(4);
     sub->callback([a] {
         const auto start = std::chrono::steady_clock::now();
-        pyramid_tiff_write(a->out, a->width, a->height, a->seed, a->quality);
+        std::vector<NeedleBox> needles;
+        if (!a->needle.empty()) needles.push_back({a->needle[0], a->needle[1], a->needle[2], a->needle[3]});
+        pyramid_tiff_write(a->out, a->width, a->height, a->seed, a->quality, needles);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         std::printf("wrote %lldx%lld pyramidal TIFF %s in %s\n", static_cast<long long>(a->width),
                     static_cast<long long>(a->height), a->out.c_str(), format_duration(seconds).c_str());

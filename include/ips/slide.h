@@ -65,9 +65,16 @@ struct TileGrid {
 // Every tile of the full grid at `level` (row-major; tiles crossing the border are left out).
 TileGrid tile_grid_full(const Slide& slide, int level, int64_t patch, int64_t stride);
 
+// A region painted into a generated pyramid: level-0 pixels, a flat dark blue unlike the texture
+// (a "needle" a test or a user can look for).
+struct NeedleBox {
+    int64_t x = 0, y = 0, w = 0, h = 0;
+};
+
 // Writes a tiled, JPEG-compressed pyramidal BigTIFF of width x height pixels with a repeating
-// stain-like texture and 0.25 µm per pixel: test and benchmark input of any size, written
-// in bounded memory (libvips streams it). Atomic (temporary file, then rename).
-void pyramid_tiff_write(const std::string& path, int64_t width, int64_t height, uint64_t seed = 0, int quality = 85);
+// stain-like texture and 0.25 µm per pixel, with the needles painted on: test and benchmark input
+// of any size, written in bounded memory (libvips streams it). Atomic (temporary file, then rename).
+void pyramid_tiff_write(const std::string& path, int64_t width, int64_t height, uint64_t seed = 0, int quality = 85,
+                        const std::vector<NeedleBox>& needles = {});
 
 }  // namespace ips

@@ -13,8 +13,7 @@
 #include "ips/csv_dataset.h"
 #include "ips/dataset.h"
 #include "ips/feature_bag.h"
-#include "ips/image_io.h"
-#include "ips/slide_source.h"
+#include "ips/input_open.h"
 #include "ips/tissue.h"
 
 namespace ips {
@@ -32,19 +31,6 @@ std::string lower(std::string s) {
     for (auto& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
     return s;
 }
-
-bool is_h5_name(const std::string& path) {
-    const std::string ext = lower(fs::path(path).extension().string());
-    return ext == ".h5" || ext == ".hdf5";
-}
-
-// "bags/x.h5#slide_1" names a group of the reference's single file; only the last '#' counts.
-std::string without_group(const std::string& path) {
-    const auto hash = path.rfind('#');
-    return hash != std::string::npos && is_h5_name(path.substr(0, hash)) ? path.substr(0, hash) : path;
-}
-
-bool is_bag_file(const std::string& path) { return is_h5_name(without_group(path)); }
 
 struct Row {
     std::string path;
@@ -93,15 +79,15 @@ struct CsvDataset : Dataset {
         const std::string file = split_file(cfg.data, split, ".csv");
         std::vector<std::string> bad;
         for (auto& r : csv_read(file, cfg.model.tasks.size())) {
-            if (is_bag_file(r.path) && cfg.model.is_image)
+            if (bag_path_is(r.path) && cfg.model.is_image)
                 throw ConfigError("config key 'is_image': " + r.where + " names a feature bag; set is_image: false");
-            if (!is_bag_file(r.path) && !cfg.model.is_image)
+            if (!bag_path_is(r.path) && !cfg.model.is_image)
                 throw ConfigError("config key 'is_image': " + r.where + " names an image, the config expects feature bags");
             // A wrong label is the CSV's fault: fatal. An unreadable file is reported and left out.
             for (size_t t = 0; t < cfg.model.tasks.size(); ++t) target_parse(r.labels[t], cfg.model.tasks[t], cfg.model.n_class, r.where);
             // Open every file and make its tile grid now, so a bad one is not found mid-epoch.
             try {
-                if (is_bag_file(r.path)) bag_check(r, *bag_open(r));
+                if (bag_path_is(r.path)) bag_check(r, *bag_source_open(r.path));
                 else grid_of(r, *slide_open(r.path));
                 rows.push_back(std::move(r));
             } catch (const ConfigError&) {
@@ -115,27 +101,20 @@ struct CsvDataset : Dataset {
         if (!bad.empty())
             std::fprintf(stderr, "warning: %s: %zu of %zu rows skipped (above)\n", file.c_str(), bad.size(), bad.size() + rows.size());
     }
-    static PatchSourcePtr bag_open(const Row& r) {
-        const std::string file = without_group(r.path);
-        return file == r.path ? feature_bag_source_open(file) : feature_bag_source_open(file, r.path.substr(file.size() + 1));
-    }
     // An empty bag, or one of another width than the projector takes, would only fail inside the
     // model, mid-epoch and without its name.
     void bag_check(const Row& r, PatchSource& bag) const {
         if (bag.size() == 0)
-            throw std::runtime_error("feature bag '" + without_group(r.path) + "': no rows (a slide without tissue tiles?)");
+            throw std::runtime_error("feature bag '" + bag_file_of(r.path) + "': no rows (a slide without tissue tiles?)");
         const int64_t width = bag.patch_shape().at(0);
         if (width != cfg.model.n_chan_in)
-            throw std::runtime_error("feature bag '" + without_group(r.path) + "': features have " + std::to_string(width) +
+            throw std::runtime_error("feature bag '" + bag_file_of(r.path) + "': features have " + std::to_string(width) +
                                      " columns, the config's n_chan_in is " + std::to_string(cfg.model.n_chan_in));
-    }
-    bool whole_image(const Slide& slide) const {
-        return slide_levels(slide).size() == 1 && !cfg.data.tissue && cfg.data.img_size[0] > 0;
     }
     // The tile grid of a slide, made once: tissue detection decodes a thumbnail. Whole images
     // (decoded and resized in get()) have none.
     std::shared_ptr<const TileGrid> grid_of(const Row& r, Slide& slide) {
-        if (whole_image(slide)) return nullptr;
+        if (image_decoded_whole(slide, cfg.data)) return nullptr;
         {
             std::lock_guard<std::mutex> lock(mutex);
             auto it = grids.find(r.path);
@@ -149,18 +128,14 @@ struct CsvDataset : Dataset {
 
     PatchSourcePtr image_source(const Row& r) {
         SlidePtr slide = slide_open(r.path);
-        if (whole_image(*slide)) {  // a photo: decode, resize to the configured size, cut the grid
-            auto img = image_resize(image_read(r.path, cfg.model.n_chan_in), cfg.data.img_size[0], cfg.data.img_size[1]);
-            return image_source_make(img, cfg.data);
-        }
-        return slide_source_make(slide, *grid_of(r, *slide), cfg.model.n_chan_in, normalization_of(cfg.data.normalize));
+        return image_source_open(slide, grid_of(r, *slide).get(), cfg);
     }
 
     Example get(int64_t i) override {
         const Row& r = rows.at(size_t(i));
         Example ex;
         ex.name = r.path;
-        ex.source = is_bag_file(r.path) ? bag_open(r) : image_source(r);
+        ex.source = bag_path_is(r.path) ? bag_source_open(r.path) : image_source(r);
         for (size_t t = 0; t < cfg.model.tasks.size(); ++t) ex.targets.push_back(target_parse(r.labels[t], cfg.model.tasks[t], cfg.model.n_class, r.where));
         return ex;
     }

@@ -64,7 +64,72 @@ void text_draw(torch::Tensor& canvas, const std::string& text, int64_t x, int64_
     region.mul_(1 - m).add_(c * m);
 }
 
+std::string number(double v) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.3g", v);
+    return s;
+}
+
 }  // namespace
+
+std::array<float, 3> score_colour(double t) { return ramp(std::clamp(t, 0.0, 1.0)); }
+
+torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const std::vector<ScoredBox>& boxes, double top,
+                                       const std::string& title) {
+    TORCH_CHECK(thumb.dim() == 3 && thumb.size(0) == 3, "heatmap_thumbnail_render takes [3, H, W]");
+    const int64_t H = thumb.size(1), W = thumb.size(2), legend = 130, bar_h = std::max<int64_t>(H, 240) - 60;
+    auto canvas = torch::full({3, std::max<int64_t>(H, 240), W + legend}, 255.0f);
+    canvas.index({Slice(), Slice(0, H), Slice(0, W)}).copy_(thumb.to(torch::kFloat32));
+    std::vector<const ScoredBox*> order;
+    for (const auto& b : boxes) order.push_back(&b);
+    // Lowest first, so that the highest scores are on top where patches overlap.
+    std::stable_sort(order.begin(), order.end(), [](const ScoredBox* a, const ScoredBox* b) { return a->score < b->score; });
+    auto px = [](double v) { return int64_t(std::floor(v)); };
+    for (const ScoredBox* b : order) {
+        const double t = top > 0 ? std::clamp(b->score / top, 0.0, 1.0) : 0.0;
+        rect_fill(canvas, px(b->x), px(b->y), std::max(px(b->x) + 1, px(b->x + b->w)),
+                  std::max(px(b->y) + 1, px(b->y + b->h)), colour(ramp(t)), float(0.15 + 0.6 * t));
+    }
+    const auto black = colour({0, 0, 0}), ink = colour({40, 40, 40});
+    const int64_t thick = std::max<int64_t>(1, std::min(H, W) / 400);
+    for (const ScoredBox* b : order)
+        if (b->kept) {
+            const int64_t x0 = px(b->x), y0 = px(b->y);
+            const int64_t w = std::max<int64_t>(px(b->x + b->w) - x0, 2 * thick + 1);
+            const int64_t h = std::max<int64_t>(px(b->y + b->h) - y0, 2 * thick + 1);
+            outline(canvas, PatchBox{x0, y0, w, h, 0}, black, thick);
+        }
+    // The legend: a colour bar from 0 (bottom) to `top` (top), five ticks, the title above.
+    const int64_t bx = W + 16, by = 40;
+    for (int64_t y = 0; y < bar_h; ++y)
+        rect_fill(canvas, bx, by + y, bx + 22, by + y + 1, colour(ramp(1.0 - double(y) / double(bar_h - 1))), 1);
+    for (int k = 0; k <= 4; ++k) {
+        const int64_t y = by + (bar_h - 1) * (4 - k) / 4;
+        rect_fill(canvas, bx + 22, y, bx + 28, y + 1, ink, 1);
+        text_draw(canvas, number(top * k / 4), bx + 32, y - 6, ink);
+    }
+    text_draw(canvas, title, W + 8, 10, ink);
+    return canvas.clamp(0, 255).to(torch::kUInt8);
+}
+
+torch::Tensor gallery_render(const std::vector<torch::Tensor>& patches, const std::vector<std::string>& captions,
+                             int64_t side, int64_t cols) {
+    TORCH_CHECK(patches.size() == captions.size(), "gallery_render: one caption per patch");
+    const int64_t n = int64_t(patches.size()), pad = 8, caption = 22;
+    cols = std::max<int64_t>(1, std::min(cols, n));
+    const int64_t rows = std::max<int64_t>(1, (n + cols - 1) / cols);
+    auto canvas = torch::full({3, pad + rows * (side + caption + pad), pad + cols * (side + pad)}, 255.0f);
+    const auto ink = colour({40, 40, 40});
+    for (int64_t k = 0; k < n; ++k) {
+        const auto& p = patches[size_t(k)];
+        TORCH_CHECK(p.dim() == 3 && p.size(0) == 3, "gallery_render: patches are [3, h, w]");
+        const int64_t x = pad + (k % cols) * (side + pad), y = pad + (k / cols) * (side + caption + pad);
+        const auto shown = image_resize(p, side, side).to(torch::kFloat32);
+        canvas.index({Slice(), Slice(y, y + side), Slice(x, x + side)}).copy_(shown);
+        text_draw(canvas, captions[size_t(k)], x, y + side + 4, ink);
+    }
+    return canvas.clamp(0, 255).to(torch::kUInt8);
+}
 
 torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<PatchBox>& boxes) {
     TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "heatmap_render takes [1|3, H, W]");

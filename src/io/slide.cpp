@@ -245,7 +245,8 @@ TileGrid tile_grid_full(const Slide& slide, int level, int64_t patch, int64_t st
     return g;
 }
 
-void pyramid_tiff_write(const std::string& path, int64_t width, int64_t height, uint64_t seed, int quality) {
+void pyramid_tiff_write(const std::string& path, int64_t width, int64_t height, uint64_t seed, int quality,
+                        const std::vector<NeedleBox>& needles) {
     vips_ensure_init();
     if (width < 1 || height < 1) fail(path, "pyramid size must be positive");
     // One 1024 x 1024 texture tile: smooth pink and purple blobs with grain, as H&E tissue looks.
@@ -263,6 +264,15 @@ void pyramid_tiff_write(const std::string& path, int64_t width, int64_t height, 
         vips::VImage img =
             vips::VImage::new_from_memory(hwc.data_ptr(), size_t(hwc.numel()), 1024, 1024, 3, VIPS_FORMAT_UCHAR).copy_memory();
         img = img.replicate(int((width + 1023) / 1024), int((height + 1023) / 1024)).crop(0, 0, int(width), int(height));
+        for (const auto& n : needles) {
+            if (n.w < 1 || n.h < 1 || n.x < 0 || n.y < 0 || n.x + n.w > width || n.y + n.h > height)
+                fail(path, "needle " + std::to_string(n.w) + "x" + std::to_string(n.h) + " at (" + std::to_string(n.x) +
+                               ", " + std::to_string(n.y) + ") is not inside the image");
+            // Lazy like the rest: a constant image inserted, not pixels drawn into memory.
+            vips::VImage patch = (vips::VImage::black(int(n.w), int(n.h)) + std::vector<double>{40, 30, 110})
+                                     .cast(VIPS_FORMAT_UCHAR);
+            img = img.insert(patch, int(n.x), int(n.y));
+        }
         img = img.copy(vips::VImage::option()->set("xres", 4000.0)->set("yres", 4000.0)->set("interpretation", VIPS_INTERPRETATION_sRGB));
         img.tiffsave(tmp.c_str(), vips::VImage::option()
                                       ->set("tile", true)

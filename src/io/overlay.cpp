@@ -1,0 +1,133 @@
+#include "ips/overlay.h"
+
+#include <vips/vips8>
+
+#include <cmath>
+#include <filesystem>
+
+#include "ips/files.h"
+#include "ips/heatmap.h"
+#include "ips/image_io.h"
+
+namespace ips {
+namespace {
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+    throw std::runtime_error("'" + path + "': " + what);
+}
+
+std::string vips_message(const vips::VError& e) {
+    std::string msg = e.what();
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return msg;
+}
+
+// The layer enlarged to the image's level-0 size: nearest neighbour, so each patch's cell stays
+// one flat colour, and transparent beyond the grid. Lazy: libvips computes tiles as they are saved.
+vips::VImage layer_image(const ScoreLayer& layer) {
+    const int rows = int(layer.rgba.size(0)), cols = int(layer.rgba.size(1));
+    vips::VImage cells =
+        vips::VImage::new_from_memory(layer.rgba.data_ptr(), size_t(layer.rgba.numel()), cols, rows, 4, VIPS_FORMAT_UCHAR)
+            .copy_memory()
+            .copy(vips::VImage::option()->set("interpretation", VIPS_INTERPRETATION_sRGB));
+    vips::VImage big = cells.resize(layer.cell_w, vips::VImage::option()
+                                                       ->set("vscale", layer.cell_h)
+                                                       ->set("kernel", VIPS_KERNEL_NEAREST));
+    const int w = int(std::min<int64_t>(big.width(), layer.width)), h = int(std::min<int64_t>(big.height(), layer.height));
+    return big.crop(0, 0, w, h).embed(0, 0, int(layer.width), int(layer.height),
+                                      vips::VImage::option()->set("extend", VIPS_EXTEND_BLACK));
+}
+
+DeepZoomInfo deepzoom_write(vips::VImage img, const std::string& base, const std::string& format) {
+    DeepZoomInfo info;
+    info.width = img.width();
+    info.height = img.height();
+    info.format = format == "png" ? "png" : "jpg";  // the tiles' file extension, which OpenSeadragon asks for
+    std::error_code ec;
+    std::filesystem::remove(base + ".dzi", ec);
+    std::filesystem::remove_all(base + "_files", ec);
+    img.dzsave(base.c_str(), vips::VImage::option()
+                                 ->set("tile_size", info.tile_size)
+                                 ->set("overlap", info.overlap)
+                                 ->set("suffix", format == "png" ? ".png" : ".jpg[Q=85]"));
+    return info;
+}
+
+}  // namespace
+
+ScoreLayer score_layer_make(const torch::Tensor& xy, double step_w, double step_h, const torch::Tensor& scores,
+                            double top, int64_t width, int64_t height, int alpha) {
+    TORCH_CHECK(xy.dim() == 2 && xy.size(1) == 2 && scores.numel() == xy.size(0),
+                "score_layer_make: xy [N, 2] and scores [N]");
+    TORCH_CHECK(step_w > 0 && step_h > 0 && width > 0 && height > 0, "score_layer_make: empty grid or image");
+    ScoreLayer layer;
+    layer.cell_w = step_w;
+    layer.cell_h = step_h;
+    layer.width = width;
+    layer.height = height;
+    const int64_t cols = std::max<int64_t>(1, int64_t(std::ceil(double(width) / step_w)));
+    const int64_t rows = std::max<int64_t>(1, int64_t(std::ceil(double(height) / step_h)));
+    layer.rgba = torch::zeros({rows, cols, 4}, torch::kUInt8);
+    auto a = layer.rgba.accessor<uint8_t, 3>();
+    const auto c = xy.to(torch::kCPU, torch::kLong).contiguous();
+    const auto s = scores.to(torch::kCPU, torch::kFloat64).contiguous();
+    const auto* cp = c.data_ptr<int64_t>();
+    const auto* sp = s.data_ptr<double>();
+    for (int64_t n = 0; n < c.size(0); ++n) {
+        const int64_t col = int64_t(std::llround(double(cp[2 * n]) / step_w));
+        const int64_t row = int64_t(std::llround(double(cp[2 * n + 1]) / step_h));
+        if (col < 0 || row < 0 || col >= cols || row >= rows) continue;
+        const auto rgb = score_colour(top > 0 ? sp[n] / top : 0.0);
+        for (int k = 0; k < 3; ++k) a[row][col][k] = uint8_t(std::lround(rgb[size_t(k)]));
+        a[row][col][3] = uint8_t(std::clamp(alpha, 0, 255));
+    }
+    return layer;
+}
+
+void overlay_tiff_write(const std::string& path, const ScoreLayer& layer, double mpp) {
+    vips_ensure_init();
+    const std::string tmp = path + ".tmp.tif";
+    try {
+        vips::VImage img = layer_image(layer);
+        // libvips takes resolution in pixels per millimetre.
+        if (mpp > 0) img = img.copy(vips::VImage::option()->set("xres", 1000.0 / mpp)->set("yres", 1000.0 / mpp));
+        img.tiffsave(tmp.c_str(), vips::VImage::option()
+                                      ->set("tile", true)
+                                      ->set("tile_width", 256)
+                                      ->set("tile_height", 256)
+                                      ->set("pyramid", true)
+                                      ->set("compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE)
+                                      ->set("bigtiff", true)
+                                      ->set("resunit", VIPS_FOREIGN_TIFF_RESUNIT_CM));
+    } catch (const vips::VError& e) {
+        std::remove(tmp.c_str());
+        fail(path, "cannot write the overlay: " + vips_message(e));
+    }
+    file_commit(tmp, path);
+}
+
+DeepZoomInfo deepzoom_slide_write(Slide& slide, const std::string& base) {
+    vips_ensure_init();
+    try {
+        auto opt = vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL);
+        vips::VImage img = vips::VImage::new_from_file(slide_path(slide).c_str(), opt);
+        if (img.has_alpha()) img = img.flatten(vips::VImage::option()->set("background", std::vector<double>{255.0}));
+        if (img.bands() == 1) img = vips::VImage::bandjoin({img, img, img});
+        if (img.bands() > 3) img = img.extract_band(0, vips::VImage::option()->set("n", 3));
+        if (img.format() != VIPS_FORMAT_UCHAR) img = img.cast(VIPS_FORMAT_UCHAR);
+        return deepzoom_write(img, base, "jpeg");
+    } catch (const vips::VError& e) {
+        fail(slide_path(slide), "cannot write its DeepZoom tiles to " + base + ": " + vips_message(e));
+    }
+}
+
+DeepZoomInfo deepzoom_layer_write(const ScoreLayer& layer, const std::string& base) {
+    vips_ensure_init();
+    try {
+        return deepzoom_write(layer_image(layer), base, "png");
+    } catch (const vips::VError& e) {
+        fail(base, "cannot write the DeepZoom tiles of the scores: " + vips_message(e));
+    }
+}
+
+}  // namespace ips
