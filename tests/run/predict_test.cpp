@@ -34,6 +34,12 @@ std::string image_write(const TempDir& dir) {
     return path;
 }
 
+PredictOptions heat_only(const std::string& heatmap) {
+    PredictOptions o;
+    o.heatmap = heatmap;
+    return o;
+}
+
 }  // namespace
 
 TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
@@ -42,7 +48,7 @@ TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
     TempDir dir("ips_predict_unit");
     const std::string png = image_write(dir);
     const std::string heat = dir / "heat.png";
-    const Prediction p = predict_image(net, cfg, torch::kCPU, png, heat);
+    const Prediction p = predict_input(net, cfg, torch::kCPU, png, heat_only(heat));
     EXPECT_EQ(p.input, png);
     EXPECT_EQ(p.N, 4 * 5);  // the image's grid
     EXPECT_EQ(p.task_names, (std::vector<std::string>{"kind", "tags"}));
@@ -65,17 +71,26 @@ TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
     EXPECT_TRUE(std::is_sorted(p.scores.rbegin(), p.scores.rend()));
     EXPECT_NEAR(std::accumulate(p.scores.begin(), p.scores.end(), 0.0), 1.0, 1e-5);
 
-    // The heat map is the image with the selected patches painted by their scores.
+    // Every patch has a score; the kept ones have their attention and rank first.
+    ASSERT_EQ(p.patches.scores.numel(), 20);
+    for (size_t k = 0; k < p.selected.size(); ++k) {
+        EXPECT_FLOAT_EQ(p.patches.scores[p.selected[k]].item<float>(), float(p.scores[k]));
+        EXPECT_TRUE(p.patches.kept[p.selected[k]].item<bool>());
+    }
+
+    // The heat map is the image with every patch painted by its score, the kept outlined, and a legend.
     EXPECT_EQ(p.heatmap, heat);
-    std::vector<PatchBox> boxes;
-    for (size_t k = 0; k < p.selected.size(); ++k)
-        boxes.push_back({(p.selected[k] % 5) * 16, (p.selected[k] / 5) * 16, 16, 16, p.scores[k]});
+    std::vector<ScoredBox> boxes;
+    const double top = p.patches.scores.max().item<double>();
+    for (int64_t n = 0; n < 20; ++n)
+        boxes.push_back({double(n % 5) * 16, double(n / 5) * 16, 16, 16, p.patches.scores[n].item<double>(),
+                         p.patches.kept[n].item<bool>()});
     const auto drawn = image_read(heat, 3);
-    EXPECT_EQ(drawn.sizes(), (std::vector<int64_t>{3, 64, 80}));
-    EXPECT_TRUE(torch::equal(drawn, heatmap_render(image_read(png, 1), boxes)));
+    EXPECT_EQ(drawn.sizes(), (std::vector<int64_t>{3, 240, 80 + 130}));
+    EXPECT_TRUE(torch::equal(drawn, heatmap_thumbnail_render(image_read(png, 3), boxes, top, "patch score")));
 
     // The same input, the same prediction; no heat map unless asked.
-    const Prediction again = predict_image(net, cfg, torch::kCPU, png);
+    const Prediction again = predict_input(net, cfg, torch::kCPU, png);
     EXPECT_EQ(again.selected, p.selected);
     EXPECT_EQ(again.probs, p.probs);
     EXPECT_TRUE(again.heatmap.empty());
@@ -115,14 +130,14 @@ TEST(Predict, UnreadableImagesAndFeatureConfigsAreRefused) {
     IPSNet net = net_make(cfg.model, cfg.compute, cfg.seed);
     TempDir dir("ips_predict_unit_bad");
     const std::string missing = dir / "missing.png";
-    std::string e = error_of([&] { predict_image(net, cfg, torch::kCPU, missing); });
+    std::string e = error_of([&] { predict_input(net, cfg, torch::kCPU, missing); });
     EXPECT_NE(e.find(missing), std::string::npos) << e;
     std::ofstream(dir / "broken.png") << "not a png";
-    e = error_of([&] { predict_image(net, cfg, torch::kCPU, dir / "broken.png", dir / "heat.png"); });
+    e = error_of([&] { predict_input(net, cfg, torch::kCPU, dir / "broken.png", heat_only(dir / "heat.png")); });
     EXPECT_NE(e.find("broken.png"), std::string::npos) << e;
     EXPECT_FALSE(fs::exists(dir / "heat.png"));
     cfg.model.is_image = false;
-    e = error_of([&] { predict_image(net, cfg, torch::kCPU, image_write(dir)); });
+    e = error_of([&] { predict_input(net, cfg, torch::kCPU, image_write(dir)); });
     EXPECT_NE(e.find("config key 'is_image'"), std::string::npos) << e;
 }
 
@@ -137,17 +152,17 @@ TEST(Predict, RecordsAreKeptWhenCompleteAndMadeAgainWhenNot) {
     EXPECT_EQ(prediction_record_check(record, png, cfg, heat).state, OutputCheck::absent);
 
     // The record is the JSON line --json prints, heat map included.
-    const PredictionRecord r = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+    const PredictionRecord r = predict_recorded(net, cfg, torch::kCPU, png, out, heat_only(heat));
     EXPECT_FALSE(r.already_done);
     EXPECT_EQ(r.path, record);
-    const std::string line = prediction_to_json(predict_image(net, cfg, torch::kCPU, png, heat)).dump() + "\n";
+    const std::string line = prediction_to_json(predict_input(net, cfg, torch::kCPU, png, heat_only(heat))).dump() + "\n";
     EXPECT_EQ(file_read(record), line);
     EXPECT_EQ(r.json.dump() + "\n", line);
     const std::string heat_bytes = file_read(heat);
 
     // Complete: read back, not predicted again.
     const auto written = fs::last_write_time(record);
-    const PredictionRecord again = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+    const PredictionRecord again = predict_recorded(net, cfg, torch::kCPU, png, out, heat_only(heat));
     EXPECT_TRUE(again.already_done);
     EXPECT_EQ(again.json, r.json);
     EXPECT_EQ(fs::last_write_time(record), written);
@@ -167,7 +182,7 @@ TEST(Predict, RecordsAreKeptWhenCompleteAndMadeAgainWhenNot) {
         fs::resize_file(cut, fs::file_size(cut) - 5);
         const std::string why = check_why(heat);
         EXPECT_NE(why.find(record), std::string::npos) << why;
-        const PredictionRecord redone = predict_recorded(net, cfg, torch::kCPU, png, out, heat);
+        const PredictionRecord redone = predict_recorded(net, cfg, torch::kCPU, png, out, heat_only(heat));
         EXPECT_FALSE(redone.already_done);
         EXPECT_EQ(redone.redone_why, why);
         EXPECT_EQ(file_read(record), line);
