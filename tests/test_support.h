@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,12 +65,15 @@ inline CommandResult command_run(const std::string& command) {
 inline CommandResult ips_run(const std::string& args) { return command_run(std::string(IPS_BINARY) + " " + args); }
 #endif
 
-// Every file of a folder by name, with its bytes (a flat folder of outputs).
-inline std::map<std::string, std::string> files_of(const std::filesystem::path& dir) {
+// Every file under a folder by its path relative to the folder, with its bytes; files named in
+// `except` (at any depth: run-dependent ones such as timings) are left out.
+inline std::map<std::string, std::string> files_of(const std::filesystem::path& dir,
+                                                   const std::set<std::string>& except = {}) {
     std::map<std::string, std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+        if (!e.is_regular_file() || except.count(e.path().filename().string())) continue;
         std::ifstream in(e.path(), std::ios::binary);
-        files[e.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+        files[std::filesystem::relative(e.path(), dir).string()] = std::string(std::istreambuf_iterator<char>(in), {});
     }
     return files;
 }

@@ -98,7 +98,7 @@ std::vector<std::string> predict_inputs_list(const std::vector<std::string>& pat
 // "<task>_class" (argmax for softmax tasks; the classes with p >= 0.5, ';'-separated, for
 // sigmoid tasks). Written atomically, under an flock of DIR/.predictions.lock: ranks that each
 // write it when their share is done leave the table of the last one, which has every record.
-// Returns the number of rows.
+// Nothing is written where DIR does not exist (no input was predicted). Returns the number of rows.
 int64_t predictions_csv_write(const std::string& out_dir, const std::vector<std::string>& inputs, const Config& cfg);
 
 }  // namespace ips

@@ -250,7 +250,8 @@ std::vector<std::string> predict_inputs_list(const std::vector<std::string>& pat
 }
 
 int64_t predictions_csv_write(const std::string& out_dir, const std::vector<std::string>& inputs, const Config& cfg) {
-    fs::create_directories(out_dir);
+    std::error_code ec;
+    if (!fs::is_directory(out_dir, ec)) return 0;  // nothing was predicted: a failed job leaves no folder
     // Ranks finish in any order and each writes the table once its share is done. Under the lock,
     // the last writer has seen every rank's records, so its table is the one that stays.
     const std::string lock_path = (fs::path(out_dir) / ".predictions.lock").string();
@@ -270,7 +271,6 @@ int64_t predictions_csv_write(const std::string& out_dir, const std::vector<std:
     int64_t rows = 0;
     for (const auto& input : inputs) {
         const std::string record = prediction_record_path(out_dir, input);
-        std::error_code ec;
         if (!fs::exists(record, ec)) continue;
         nlohmann::json j;
         try {

@@ -13,6 +13,7 @@
 #include "needle.h"
 #include "test_support.h"
 #include "ips/image_io.h"
+#include "ips/tissue.h"
 
 namespace fs = std::filesystem;
 using ips::test::command_run;
@@ -125,6 +126,43 @@ TEST_F(PredictSlides, EveryOutputForOneSlideAndTheViewerDrawsInChromium) {
     artifacts_keep(files, "needle");
     fs::copy_file(shot, fs::path(out) / "viewer-screenshot.png");
     artifacts_keep(fs::path(out) / "viewer-screenshot.png", "needle");
+}
+
+TEST_F(PredictSlides, TheRealAperioSlideTissueTilesAtTheirLevel0PositionsAndAnAlignedOverlay) {
+    // Random weights: this checks where the files put the tiles, not what the model thinks.
+    TempDir d("ips_predict_svs");
+    const std::string svs = ips::test::test_slide_path();
+    ips::Config cfg = ips::config_load(ips::test::kSlideTinyYaml);
+    cfg.data.tissue = true;
+    ips::IPSNet net = ips::net_make(cfg.model, cfg.compute, cfg.seed);
+    ips::checkpoint_save(d / "random.pt", net, nullptr, ips::CheckpointMeta{});
+    const std::string out = d / "out";
+    auto r = ips_run("predict " + ips::test::kSlideTinyYaml + " --set tissue=true --weights " + (d / "random.pt") +
+                     " --device cpu --json --outputs heatmap,overlay,geojson,gallery --out " + out + " " + svs);
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto slide_file = ips::slide_open(svs);
+    const ips::TileGrid tiles = ips::tile_grid_make(*slide_file, cfg.data);
+    const auto j = json_line(r.output);
+    EXPECT_EQ(j["N"], tiles.coords.size(0));
+    const fs::path files = fs::path(out) / fs::path(svs).stem();
+    const auto geo = nlohmann::json::parse(ips::test::file_text(files / "patches.geojson"));
+    ASSERT_EQ(int64_t(geo["features"].size()), tiles.coords.size(0));
+    for (int64_t n = 0; n < tiles.coords.size(0); ++n) {
+        const auto& ring = geo["features"][size_t(n)]["geometry"]["coordinates"][0];
+        const int64_t x = tiles.coords[n][0].item<int64_t>(), y = tiles.coords[n][1].item<int64_t>();
+        ASSERT_EQ(ring[0], nlohmann::json::array({x, y})) << n;
+        ASSERT_EQ(ring[2], nlohmann::json::array({x + 128, y + 128})) << n;
+    }
+    // OpenSlide opens the overlay with the slide's own size.
+    r = command_run("/usr/bin/python3 " + kDir + "/tests/peer/explain_peer.py overlay " + (files / "overlay.tif").string() +
+                    " 0 0 0 0");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto& L0 = ips::slide_levels(*slide_file)[0];
+    EXPECT_NE(r.output.find("dimensions " + std::to_string(L0.width) + " " + std::to_string(L0.height)), std::string::npos)
+        << r.output;
+    EXPECT_TRUE(fs::is_regular_file(files / "heatmap.png"));
+    EXPECT_TRUE(fs::is_regular_file(files / "gallery.png"));
+    artifacts_keep(files, "svs");
 }
 
 TEST_F(PredictSlides, ACohortFromACsvOrAFolderSkipsABadInputAndResumes) {

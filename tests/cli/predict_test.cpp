@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "ips/checkpoint.h"
@@ -88,7 +89,7 @@ TEST_F(EndToEnd, TrainEvalPredictWithHeatMaps) {
         for (int64_t s : selected) EXPECT_TRUE(s >= 0 && s < 16) << s;
         EXPECT_TRUE(std::is_sorted(scores.rbegin(), scores.rend()));  // best first
         auto heat = ips::image_read(j["heatmap"].get<std::string>(), 3);
-        EXPECT_EQ(heat.sizes(), (std::vector<int64_t>{3, 128, 128}));
+        EXPECT_EQ(heat.sizes(), (std::vector<int64_t>{3, 240, 128 + 130}));  // the image, with the legend beside it
     }
     EXPECT_EQ(n, 2);
     EXPECT_TRUE(fs::exists(root / "heat_00000.png"));
@@ -137,24 +138,35 @@ TEST(PredictRanks, TwoRanksWriteOneProcesssRecordsAndARerunRedoesOnlyACutOne) {
                              (out / "heat.png").string();
     Output one = ips_run(args);
     ASSERT_EQ(one.code, 0) << one.output;
-    const auto want = files_of(out);
-    ASSERT_EQ(want.size(), 6u);  // img<k>.json and heat_img<k>.png
+    // Records img<k>.json, heat maps heat_img<k>.png, each image's outputs in img<k>/, the table.
+    const std::set<std::string> timings = {"timings.jsonl"};
+    const auto top_level = [&] {
+        std::set<std::string> names;
+        for (const auto& e : fs::directory_iterator(out)) names.insert(e.path().filename().string());
+        return names;
+    };
+    const auto want = files_of(out, timings);
+    EXPECT_EQ(top_level(), (std::set<std::string>{".predictions.lock", "heat_img0.png", "heat_img1.png", "heat_img2.png",
+                                                  "img0", "img0.json", "img1", "img1.json", "img2", "img2.json",
+                                                  "predictions.csv", "timings.jsonl"}));
+    EXPECT_TRUE(want.count("img1/viewer/index.html"));
+    EXPECT_TRUE(want.count("img1/patches.geojson"));
     EXPECT_NE(one.output.find(want.at("img1.json")), std::string::npos) << one.output;  // --json prints the record
 
     fs::remove_all(out);
     Output r1 = ips::test::command_run("RANK=1 WORLD_SIZE=2 " + std::string(IPS_BINARY) + " " + args);
     ASSERT_EQ(r1.code, 0) << r1.output;
     EXPECT_NE(r1.output.find("ips predict: rank 1/2: 1 of 3 images"), std::string::npos) << r1.output;
-    EXPECT_EQ(files_of(out).size(), 2u);
     EXPECT_TRUE(fs::exists(out / "img2.json"));
+    EXPECT_FALSE(fs::exists(out / "img1.json"));
     Output r0 = ips::test::command_run("RANK=0 WORLD_SIZE=2 " + std::string(IPS_BINARY) + " " + args);
     ASSERT_EQ(r0.code, 0) << r0.output;
-    EXPECT_EQ(files_of(out), want);
+    EXPECT_EQ(files_of(out, timings), want);  // the last rank's table has every record
 
     fs::remove_all(out);
     Output launched = ips_run(args + " --nproc-per-node 2");
     ASSERT_EQ(launched.code, 0) << launched.output;
-    EXPECT_EQ(files_of(out), want);
+    EXPECT_EQ(files_of(out, timings), want);
 
     // Cut short: img0's record is made again; the others are read back and printed as before.
     fs::resize_file(out / "img0.json", 20);
@@ -163,7 +175,7 @@ TEST(PredictRanks, TwoRanksWriteOneProcesssRecordsAndARerunRedoesOnlyACutOne) {
     EXPECT_NE(rerun.output.find("ips predict: made " + (dir / "img0.png") + " again"), std::string::npos) << rerun.output;
     EXPECT_NE(rerun.output.find("img1.png: already done"), std::string::npos) << rerun.output;
     EXPECT_NE(rerun.output.find(want.at("img2.json")), std::string::npos) << rerun.output;
-    EXPECT_EQ(files_of(out), want);
+    EXPECT_EQ(files_of(out, timings), want);
 
     // Without --out, the lines of several ranks would be the only result, in no fixed order.
     Output refused = ips_run("predict " + (dir / "tiny.yaml") + " --weights " + (dir / "w.pt") + images +
