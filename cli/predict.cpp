@@ -13,7 +13,6 @@
 #include "ips/inputs.h"
 #include "ips/files.h"
 #include "ips/predict.h"
-#include "ips/progress.h"
 
 namespace ips::cli {
 namespace {
@@ -47,7 +46,9 @@ nlohmann::json times_json(const std::string& input, const PredictTimes& t) {
     return {{"input", input},          {"patches", t.patches}, {"open_s", t.open},
             {"select_s", t.select},    {"encode_s", t.encode}, {"read_wait_s", t.read_wait},
             {"encoder_busy", t.encoder_busy()}, {"aggregate_s", t.aggregate}, {"write_s", t.write},
-            {"peak_rss_mb", peak_rss_mb()}};
+            {"write_heatmap_s", t.outputs.heatmap}, {"write_overlay_s", t.outputs.overlay},
+            {"write_geojson_s", t.outputs.geojson}, {"write_gallery_s", t.outputs.gallery},
+            {"write_viewer_s", t.outputs.viewer}, {"peak_rss_mb", peak_rss_mb()}};
 }
 
 void print_human(const nlohmann::json& j) {
@@ -112,8 +113,7 @@ void predict_setup(CLI::App* sub) {
         PredictOptions opt;
         opt.explain = explain;
         const DistEnv env = dist_env_read();
-        const bool bar = !a->quiet && inputs.size() > 1 && env.world_size == 1;
-        Progress progress("predict", int64_t(inputs.size()), "inputs");
+        opt.progress = !a->quiet && env.world_size == 1;
         auto one = [&](const std::string& input) {
             // Heat map names follow the whole list, not this rank's share, as one process names them.
             opt.heatmap = a->heatmap.empty() ? "" : heatmap_path_for(a->heatmap, input, inputs.size());
@@ -145,19 +145,10 @@ void predict_setup(CLI::App* sub) {
         // One bad input must not cost the others; the table is written whatever failed.
         std::exception_ptr failed;
         try {
-            inputs_for_each_share("predict", "inputs", inputs, env.rank, env.world_size, [&](const std::string& input) {
-                try {
-                    one(input);
-                } catch (...) {
-                    if (bar) progress.update(1);
-                    throw;
-                }
-                if (bar) progress.update(1);
-            });
+            inputs_for_each_share("predict", "inputs", inputs, env.rank, env.world_size, one);
         } catch (...) {
             failed = std::current_exception();
         }
-        if (bar) progress.finish();
         if (!a->out.empty()) {
             const int64_t rows = predictions_csv_write(a->out, inputs, cfg);
             if (!a->quiet)

@@ -30,7 +30,7 @@ if [ ! -f "$OUT/run/last.pt" ]; then
   "$IPS" data pyramid --out "$OUT/data/plain.tif" --width 2048 --height 1536 --seed 8 >/dev/null
   printf 'path,slide\nneedle.tif,1\nplain.tif,0\n' > "$OUT/data/train.csv"
   cp "$OUT/data/train.csv" "$OUT/data/test.csv"
-  "$IPS" train "$CFG" --device "$device" --quiet --set dataset=csv --set data_dir="$OUT/data" --set n_epoch=2 \
+  "$IPS" train "$CFG" --device "$device" --quiet --set dataset=csv --set data_dir="$OUT/data" --set n_epoch=2 --set n_epoch_warmup=0 \
     --set B=2 --set B_seq=1 --set eager=false --out "$OUT/run" >/dev/null
 fi
 
@@ -62,6 +62,8 @@ for d in ("predict", "predict_big"):
 for r in rows:
     print(f"{os.path.basename(r['input'])}: {r['patches']} patches, open {r['open_s']:.1f} s, selection {r['select_s']:.1f} s "
           f"(encoder busy {100 * r['encoder_busy']:.0f} %, waiting for reads {r['read_wait_s']:.1f} s), "
-          f"aggregation {r['aggregate_s']:.2f} s, writing {r['write_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+          f"aggregation {r['aggregate_s']:.2f} s, writing {r['write_s']:.1f} s (heat map {r.get('write_heatmap_s', 0):.1f}, "
+          f"overlay {r.get('write_overlay_s', 0):.1f}, GeoJSON {r.get('write_geojson_s', 0):.1f}, gallery "
+          f"{r.get('write_gallery_s', 0):.1f}, viewer {r.get('write_viewer_s', 0):.1f}), peak RSS {r['peak_rss_mb']:.0f} MB")
 json.dump(rows, open(os.path.join(out, "bench_predict.json"), "w"), indent=1)
 PY

@@ -9,18 +9,9 @@
 
 namespace ips {
 
-struct PatchBox {
-    int64_t x = 0, y = 0;  // top-left, pixels
-    int64_t w = 0, h = 0;
-    double score = 0;      // attention, painted relative to the largest score
-};
-
-// The image ([1 or 3, H, W] uint8) dimmed, with each box filled by a colour for its score
-// (blue = low, red = high, blended over the pixels) and outlined. Returns [3, H, W] uint8.
-torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<PatchBox>& boxes);
-
-// The colour of a score at t in [0, 1] of the scale: blue -> cyan -> yellow -> red, 0..255.
-std::array<float, 3> score_colour(double t);
+// The colours of scores at t [...] in [0, 1] of the scale: blue -> cyan -> yellow -> red, as
+// float 0..255, [3, ...]. Heat maps, overlays and the viewer all use this one ramp.
+torch::Tensor score_colours(const torch::Tensor& t);
 
 // A patch scored on a whole image, in the pixels of the picture it is drawn on.
 struct ScoredBox {
@@ -29,11 +20,15 @@ struct ScoredBox {
     bool kept = false;                  // among the M patches the aggregator saw
 };
 
-// Every scored patch over a thumbnail ([3, h, w] uint8; boxes in its pixels): colour by score on
-// the scale [0, `top`] with opacity growing with the score (0.15 .. 0.75), kept patches outlined
-// in black, and a legend on the right with the colour bar, its score ticks and `title`.
-// Returns [3, h', w + legend] uint8 (h' >= h so that the legend fits).
-torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const std::vector<ScoredBox>& boxes, double top,
+// Scores over a thumbnail ([3, h, w] uint8): `cells` [rows, cols] float holds a score per grid
+// cell of cell_w x cell_h thumbnail pixels from the top-left corner (NaN where no patch is).
+// Each cell is coloured by score on the scale [0, `top`] with opacity growing with the score
+// (0.15 .. 0.75); the `outlined` boxes (the kept patches) are outlined in black; a legend on the
+// right shows the colour bar, its score ticks and `title`. Costs O(pixels), not O(patches): a
+// million patches draw as fast as a hundred. Returns [3, h', w + legend] uint8 (h' >= h, for the
+// legend).
+torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const torch::Tensor& cells, double cell_w,
+                                       double cell_h, const std::vector<ScoredBox>& outlined, double top,
                                        const std::string& title);
 
 // A gallery of patches ([3, h, w] uint8 each, any size; shown at `side` pixels) in a grid of

@@ -13,12 +13,17 @@
 namespace ips {
 
 // Scores painted on the patch grid: one cell per grid step, each patch's cell coloured by its
-// score (score_colour of heatmap.h), transparent where there is no patch.
+// score (score_colours of heatmap.h), transparent where there is no patch.
 struct ScoreLayer {
     torch::Tensor rgba;              // [rows, cols, 4] uint8
     double cell_w = 1, cell_h = 1;   // level-0 pixels per cell (the grid's stride)
     int64_t width = 0, height = 0;   // level-0 size of the image the layer lies on
 };
+
+// The scores on the grid's cells: [rows, cols] float, NaN where no patch is; a patch at level-0
+// (x, y) lands in cell (round(y / step_h), round(x / step_w)). The grid covers width x height.
+torch::Tensor score_cells(const torch::Tensor& xy, double step_w, double step_h, const torch::Tensor& scores,
+                          int64_t width, int64_t height);
 
 // xy: [N, 2] int64 level-0 top-left corners on a grid anchored at (0, 0) with steps (step_w,
 // step_h); scores: [N] float. Colour position score / top; opacity `alpha` (0..255) where scored.

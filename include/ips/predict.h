@@ -21,6 +21,7 @@ struct PredictTimes {
     double read_wait = 0;  // of which selection waited for a chunk still being read
     double aggregate = 0;  // reading the M kept patches again and the forward pass
     double write = 0;      // the output files
+    ExplainTimes outputs;  // of which each of explain.h's outputs
     int64_t patches = 0;
     // The encoder's busy share of selection: encode / select.
     double encoder_busy() const { return select > 0 ? encode / select : 0; }
@@ -42,6 +43,7 @@ struct PredictOptions {
     std::string heatmap;      // write the heat map (thumbnail, legend, kept outlined) here, "" for none
     std::string explain_dir;  // write the explain.h outputs into this folder, "" for none
     ExplainOptions explain;
+    bool progress = false;    // a progress bar over the input's patches on stderr
 };
 
 // Opens the input (image, slide or bag; input_open), selects, classifies, scores every patch and

@@ -4,6 +4,7 @@
 // is read and copied one chunk at a time.
 #pragma once
 
+#include <functional>
 #include <random>
 
 #include "ips/model.h"
@@ -41,6 +42,7 @@ struct Selection {
 struct SelectExtras {
     bool logits = false;
     bool timed = false;
+    std::function<void(int64_t)> on_patches;  // called with the number of patches of each chunk encoded
 };
 
 // Selects opt.M patches from each source, encoding and scoring on `device`. Sources with equal N

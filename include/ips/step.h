@@ -82,14 +82,14 @@ struct Inference {
     std::vector<torch::Tensor> logits;  // per task [B, n_class]
     std::vector<torch::Tensor> probs;   // per task [B, n_class], softmax or sigmoid
     torch::Tensor attn;                 // [B, H, T, M] aggregator attention over the selected patches
-    std::vector<torch::Tensor> patch_scores;  // with all_scores: per image [N] (patch_scores of select.h)
+    std::vector<torch::Tensor> patch_scores;  // with SelectExtras::logits: per image [N] (select.h patch_scores)
 };
 
-// Selection and forward in eval mode without gradients; the net's mode is restored. all_scores
-// also scores every patch of each image, comparably across the image (select.h patch_scores), and
-// times selection (Batch::times).
+// Selection and forward in eval mode without gradients; the net's mode is restored. With
+// extras.logits every patch of each image is also scored, comparably across the image
+// (Inference::patch_scores, select.h patch_scores).
 Inference infer_step(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                     const torch::Device& device, std::mt19937_64& rng, bool all_scores = false);
+                     const torch::Device& device, std::mt19937_64& rng, const SelectExtras& extras = {});
 
 // Attention over the selected patches, mean over heads then tokens: [B, H, T, M] -> [B, M].
 torch::Tensor attention_per_patch(const torch::Tensor& attn);

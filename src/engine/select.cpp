@@ -174,6 +174,7 @@ void select_group(IPSNet& net, const std::vector<PatchSource*>& sources, const s
             if (device.is_cuda()) torch::cuda::synchronize(device.index());
             times->encode += seconds_since(t0);
         }
+        if (extras.on_patches) extras.on_patches(b * k);
         return emb;
     };
 

@@ -129,15 +129,15 @@ double train_step(IPSNet& net, torch::optim::Optimizer& optimizer, const Config&
 }
 
 Inference infer_step(IPSNet& net, const Config& cfg, const std::vector<Example>& examples,
-                     const torch::Device& device, std::mt19937_64& rng, bool all_scores) {
+                     const torch::Device& device, std::mt19937_64& rng, const SelectExtras& extras) {
     const bool was_training = net->is_training();
     net->eval();
     torch::NoGradGuard no_grad;
     Inference out;
-    out.batch = batch_make(net, cfg, examples, device, rng, /*train=*/false, SelectExtras{all_scores, all_scores});
+    out.batch = batch_make(net, cfg, examples, device, rng, /*train=*/false, extras);
     out.logits = net->forward(out.batch.patches, out.batch.idx, out.batch.valid, &out.attn);
     out.probs = net->probabilities(out.logits);
-    if (all_scores) {
+    if (extras.logits) {
         const auto attn = attention_per_patch(out.attn).to(torch::kCPU);  // [B, M]
         const auto idx = out.batch.idx.to(torch::kCPU), valid = out.batch.valid.to(torch::kCPU);
         for (size_t b = 0; b < examples.size(); ++b) {

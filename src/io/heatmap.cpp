@@ -13,6 +13,10 @@ namespace {
 
 using torch::indexing::Slice;
 
+struct PatchBox {
+    int64_t x = 0, y = 0, w = 0, h = 0;
+};
+
 // Blue -> cyan -> yellow -> red for t in [0, 1] (the "jet" ramp), as 0..255 floats.
 std::array<float, 3> ramp(double t) {
     auto c = [](double v) { return static_cast<float>(255.0 * std::clamp(v, 0.0, 1.0)); };
@@ -72,33 +76,46 @@ std::string number(double v) {
 
 }  // namespace
 
-std::array<float, 3> score_colour(double t) { return ramp(std::clamp(t, 0.0, 1.0)); }
+torch::Tensor score_colours(const torch::Tensor& t) {
+    const auto u = t.to(torch::kFloat32).clamp(0, 1);
+    // ramp() for every element at once.
+    auto channel = [&](double shift) { return (1.5 - (4 * u - shift).abs()).clamp(0, 1) * 255; };
+    return torch::stack({channel(3), channel(2), channel(1)});
+}
 
-torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const std::vector<ScoredBox>& boxes, double top,
+torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const torch::Tensor& cells, double cell_w,
+                                       double cell_h, const std::vector<ScoredBox>& outlined, double top,
                                        const std::string& title) {
     TORCH_CHECK(thumb.dim() == 3 && thumb.size(0) == 3, "heatmap_thumbnail_render takes [3, H, W]");
+    TORCH_CHECK(cells.dim() == 2 && cell_w > 0 && cell_h > 0, "heatmap_thumbnail_render: cells [rows, cols]");
     const int64_t H = thumb.size(1), W = thumb.size(2), legend = 130, bar_h = std::max<int64_t>(H, 240) - 60;
     auto canvas = torch::full({3, std::max<int64_t>(H, 240), W + legend}, 255.0f);
-    canvas.index({Slice(), Slice(0, H), Slice(0, W)}).copy_(thumb.to(torch::kFloat32));
-    std::vector<const ScoredBox*> order;
-    for (const auto& b : boxes) order.push_back(&b);
-    // Lowest first, so that the highest scores are on top where patches overlap.
-    std::stable_sort(order.begin(), order.end(), [](const ScoredBox* a, const ScoredBox* b) { return a->score < b->score; });
-    auto px = [](double v) { return int64_t(std::floor(v)); };
-    for (const ScoredBox* b : order) {
-        const double t = top > 0 ? std::clamp(b->score / top, 0.0, 1.0) : 0.0;
-        rect_fill(canvas, px(b->x), px(b->y), std::max(px(b->x) + 1, px(b->x + b->w)),
-                  std::max(px(b->y) + 1, px(b->y + b->h)), colour(ramp(t)), float(0.15 + 0.6 * t));
+    // Each thumbnail pixel looks up its cell; pixels beyond the grid get none. A band of rows at a
+    // time, so the temporaries stay small whatever the thumbnail's size.
+    const auto c = cells.to(torch::kFloat32).contiguous();
+    auto padded = torch::full({c.size(0) + 1, c.size(1) + 1}, NAN, torch::kFloat32);
+    padded.index({Slice(0, c.size(0)), Slice(0, c.size(1))}).copy_(c);
+    const auto col = (torch::arange(W, torch::kFloat64).add(0.5) / cell_w).floor().to(torch::kLong).clamp_max(c.size(1));
+    const auto row = (torch::arange(H, torch::kFloat64).add(0.5) / cell_h).floor().to(torch::kLong).clamp_max(c.size(0));
+    const auto by_col = padded.index_select(1, col);  // [rows + 1, W]
+    for (int64_t y0 = 0; y0 < H; y0 += 256) {
+        const int64_t y1 = std::min(H, y0 + 256);
+        const auto per_pixel = by_col.index_select(0, row.slice(0, y0, y1));  // [band, W]
+        const auto scored = per_pixel.isnan().logical_not();
+        const auto t = (top > 0 ? per_pixel / float(top) : torch::zeros_like(per_pixel)).nan_to_num(0).clamp(0, 1);
+        const auto alpha = torch::where(scored, 0.15f + 0.6f * t, torch::zeros_like(t));
+        const auto image = thumb.index({Slice(), Slice(y0, y1)}).to(torch::kFloat32);
+        canvas.index({Slice(), Slice(y0, y1), Slice(0, W)}).copy_(image * (1 - alpha) + score_colours(t) * alpha);
     }
     const auto black = colour({0, 0, 0}), ink = colour({40, 40, 40});
     const int64_t thick = std::max<int64_t>(1, std::min(H, W) / 400);
-    for (const ScoredBox* b : order)
-        if (b->kept) {
-            const int64_t x0 = px(b->x), y0 = px(b->y);
-            const int64_t w = std::max<int64_t>(px(b->x + b->w) - x0, 2 * thick + 1);
-            const int64_t h = std::max<int64_t>(px(b->y + b->h) - y0, 2 * thick + 1);
-            outline(canvas, PatchBox{x0, y0, w, h, 0}, black, thick);
-        }
+    auto px = [](double v) { return int64_t(std::floor(v)); };
+    for (const ScoredBox& b : outlined) {
+        const int64_t x0 = px(b.x), y0 = px(b.y);
+        const int64_t w = std::max<int64_t>(px(b.x + b.w) - x0, 2 * thick + 1);
+        const int64_t h = std::max<int64_t>(px(b.y + b.h) - y0, 2 * thick + 1);
+        outline(canvas, PatchBox{x0, y0, w, h}, black, thick);
+    }
     // The legend: a colour bar from 0 (bottom) to `top` (top), five ticks, the title above.
     const int64_t bx = W + 16, by = 40;
     for (int64_t y = 0; y < bar_h; ++y)
@@ -127,24 +144,6 @@ torch::Tensor gallery_render(const std::vector<torch::Tensor>& patches, const st
         const auto shown = image_resize(p, side, side).to(torch::kFloat32);
         canvas.index({Slice(), Slice(y, y + side), Slice(x, x + side)}).copy_(shown);
         text_draw(canvas, captions[size_t(k)], x, y + side + 4, ink);
-    }
-    return canvas.clamp(0, 255).to(torch::kUInt8);
-}
-
-torch::Tensor heatmap_render(const torch::Tensor& image, const std::vector<PatchBox>& boxes) {
-    TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3), "heatmap_render takes [1|3, H, W]");
-    // Slightly dimmed so that colour reads as colour, but the content stays visible under it.
-    auto canvas = image.to(torch::kFloat32).expand({3, image.size(1), image.size(2)}).clone() * 0.8;
-    double top = 0;
-    for (const auto& b : boxes) top = std::max(top, b.score);
-    // Lowest score first so that the most attended patches end up on top where patches overlap.
-    std::vector<PatchBox> order = boxes;
-    std::sort(order.begin(), order.end(), [](const PatchBox& a, const PatchBox& b) { return a.score < b.score; });
-    const int64_t thick = std::max<int64_t>(1, std::min(image.size(1), image.size(2)) / 500);
-    for (const auto& b : order) {
-        auto c = colour(ramp(top > 0 ? b.score / top : 0));
-        rect_fill(canvas, b.x, b.y, b.x + b.w, b.y + b.h, c, 0.35f);
-        outline(canvas, b, c, thick);
     }
     return canvas.clamp(0, 255).to(torch::kUInt8);
 }

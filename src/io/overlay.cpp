@@ -50,37 +50,43 @@ DeepZoomInfo deepzoom_write(vips::VImage img, const std::string& base, const std
                                  ->set("tile_size", info.tile_size)
                                  ->set("overlap", info.overlap)
                                  ->set("suffix", format == "png" ? ".png" : ".jpg[Q=85]"));
+    // libvips adds the source's metadata, with the time it was written: not for viewers, and it
+    // would make equal outputs differ.
+    std::filesystem::remove(base + "_files/vips-properties.xml", ec);
     return info;
 }
 
 }  // namespace
 
+torch::Tensor score_cells(const torch::Tensor& xy, double step_w, double step_h, const torch::Tensor& scores,
+                          int64_t width, int64_t height) {
+    TORCH_CHECK(xy.dim() == 2 && xy.size(1) == 2 && scores.numel() == xy.size(0), "score_cells: xy [N, 2] and scores [N]");
+    TORCH_CHECK(step_w > 0 && step_h > 0 && width > 0 && height > 0, "score_cells: empty grid or image");
+    const int64_t cols = std::max<int64_t>(1, int64_t(std::ceil(double(width) / step_w)));
+    const int64_t rows = std::max<int64_t>(1, int64_t(std::ceil(double(height) / step_h)));
+    auto cells = torch::full({rows, cols}, NAN, torch::kFloat32);
+    const auto c = xy.to(torch::kCPU, torch::kFloat64);
+    const auto col = (c.select(1, 0) / step_w).round().to(torch::kLong);
+    const auto row = (c.select(1, 1) / step_h).round().to(torch::kLong);
+    const auto inside = col.ge(0) & col.lt(cols) & row.ge(0) & row.lt(rows);
+    cells.view({-1}).index_put_({(row * cols + col).index({inside})},
+                                scores.to(torch::kCPU, torch::kFloat32).flatten().index({inside}));
+    return cells;
+}
+
 ScoreLayer score_layer_make(const torch::Tensor& xy, double step_w, double step_h, const torch::Tensor& scores,
                             double top, int64_t width, int64_t height, int alpha) {
-    TORCH_CHECK(xy.dim() == 2 && xy.size(1) == 2 && scores.numel() == xy.size(0),
-                "score_layer_make: xy [N, 2] and scores [N]");
-    TORCH_CHECK(step_w > 0 && step_h > 0 && width > 0 && height > 0, "score_layer_make: empty grid or image");
     ScoreLayer layer;
     layer.cell_w = step_w;
     layer.cell_h = step_h;
     layer.width = width;
     layer.height = height;
-    const int64_t cols = std::max<int64_t>(1, int64_t(std::ceil(double(width) / step_w)));
-    const int64_t rows = std::max<int64_t>(1, int64_t(std::ceil(double(height) / step_h)));
-    layer.rgba = torch::zeros({rows, cols, 4}, torch::kUInt8);
-    auto a = layer.rgba.accessor<uint8_t, 3>();
-    const auto c = xy.to(torch::kCPU, torch::kLong).contiguous();
-    const auto s = scores.to(torch::kCPU, torch::kFloat64).contiguous();
-    const auto* cp = c.data_ptr<int64_t>();
-    const auto* sp = s.data_ptr<double>();
-    for (int64_t n = 0; n < c.size(0); ++n) {
-        const int64_t col = int64_t(std::llround(double(cp[2 * n]) / step_w));
-        const int64_t row = int64_t(std::llround(double(cp[2 * n + 1]) / step_h));
-        if (col < 0 || row < 0 || col >= cols || row >= rows) continue;
-        const auto rgb = score_colour(top > 0 ? sp[n] / top : 0.0);
-        for (int k = 0; k < 3; ++k) a[row][col][k] = uint8_t(std::lround(rgb[size_t(k)]));
-        a[row][col][3] = uint8_t(std::clamp(alpha, 0, 255));
-    }
+    const auto cells = score_cells(xy, step_w, step_h, scores, width, height);  // [rows, cols]
+    const auto scored = cells.isnan().logical_not();
+    const auto t = (top > 0 ? cells / top : torch::zeros_like(cells)).nan_to_num(0);
+    const auto rgb = score_colours(t).round().permute({1, 2, 0});  // [rows, cols, 3]
+    auto rgba = torch::cat({rgb, torch::full({rgb.size(0), rgb.size(1), 1}, float(std::clamp(alpha, 0, 255)))}, -1);
+    layer.rgba = (rgba * scored.unsqueeze(-1)).to(torch::kUInt8).contiguous();
     return layer;
 }
 

@@ -36,6 +36,8 @@ std::string coordinate(double v) {
     return s;
 }
 
+constexpr int64_t kHeatmapSideMax = 16384;
+
 double top_score(const ScoredPatches& sp) {
     return sp.scores.numel() ? std::max(0.0, sp.scores.max().item<double>()) : 0.0;
 }
@@ -55,6 +57,12 @@ void heatmap_png_write(const std::string& path, OpenedInput& in, const ScoredPat
                                          std::to_string(levels.size()) + " level(s)");
             const auto& L = levels[size_t(opt.heatmap_level)];
             side = std::max(L.width, L.height);
+            // The picture is made in memory: a level of a whole slide would not fit.
+            if (side > kHeatmapSideMax)
+                throw std::runtime_error("--heatmap-level " + std::to_string(opt.heatmap_level) + " of '" + in.path + "' is " +
+                                         std::to_string(L.width) + " x " + std::to_string(L.height) +
+                                         " pixels; a heat map picture is at most " + std::to_string(kHeatmapSideMax) +
+                                         " on its longer side: choose a coarser level (the overlay TIFF has every pixel)");
         }
         const Thumbnail t = slide_thumbnail(*in.slide, side);
         canvas = t.rgb;
@@ -64,13 +72,15 @@ void heatmap_png_write(const std::string& path, OpenedInput& in, const ScoredPat
         canvas = torch::full({3, std::max<int64_t>(1, int64_t(in.height / ds)), std::max<int64_t>(1, int64_t(in.width / ds))},
                              255, torch::kUInt8);
     }
-    std::vector<ScoredBox> boxes;
+    const auto cells = score_cells(g.xy, g.step_w, g.step_h, sp.scores, in.width, in.height);
+    std::vector<ScoredBox> kept;
     const auto xy = g.xy.accessor<int64_t, 2>();
-    const auto* s = sp.scores.data_ptr<float>();
-    const auto* kept = sp.kept.data_ptr<bool>();
-    for (int64_t n = 0; n < g.xy.size(0); ++n)
-        boxes.push_back({double(xy[n][0]) / ds, double(xy[n][1]) / ds, g.w / ds, g.h / ds, double(s[n]), kept[n]});
-    png_write(path, heatmap_thumbnail_render(canvas, boxes, top_score(sp), "patch score"));
+    const auto kept_idx = sp.kept.nonzero().flatten().contiguous();
+    for (int64_t k = 0; k < kept_idx.numel(); ++k) {
+        const int64_t n = kept_idx[k].item<int64_t>();
+        kept.push_back({double(xy[n][0]) / ds, double(xy[n][1]) / ds, g.w / ds, g.h / ds, sp.scores[n].item<double>(), true});
+    }
+    png_write(path, heatmap_thumbnail_render(canvas, cells, g.step_w / ds, g.step_h / ds, kept, top_score(sp), "patch score"));
 }
 
 namespace {

@@ -17,6 +17,7 @@
 #include "ips/files.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
+#include "ips/progress.h"
 #include "ips/step.h"
 
 namespace ips {
@@ -88,7 +89,15 @@ Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& de
     ex.name = path;
     std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
     t0 = std::chrono::steady_clock::now();
-    Inference inf = infer_step(net, cfg, {ex}, device, rng, /*all_scores=*/true);
+    SelectExtras extras;
+    extras.logits = extras.timed = true;
+    std::unique_ptr<Progress> bar;
+    if (opt.progress) {
+        bar = std::make_unique<Progress>(fs::path(path).filename().string(), ex.source->size(), "patches");
+        extras.on_patches = [&bar](int64_t n) { bar->update(n); };
+    }
+    Inference inf = infer_step(net, cfg, {ex}, device, rng, extras);
+    if (bar) bar->finish();
     const double infer_s = seconds_since(t0);
     const SelectTimes& st = inf.batch.times;
     p.times.select = st.total;
@@ -126,7 +135,8 @@ Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& de
         heatmap_png_write(opt.heatmap, in, p.patches, opt.explain);
         p.heatmap = opt.heatmap;
     }
-    if (!opt.explain_dir.empty()) explain_write(opt.explain_dir, in, p.patches, prediction_to_json(p), opt.explain);
+    if (!opt.explain_dir.empty())
+        p.times.outputs = explain_write(opt.explain_dir, in, p.patches, prediction_to_json(p), opt.explain);
     p.times.write = seconds_since(t0);
     return p;
 }
@@ -272,26 +282,26 @@ int64_t predictions_csv_write(const std::string& out_dir, const std::vector<std:
     for (const auto& input : inputs) {
         const std::string record = prediction_record_path(out_dir, input);
         if (!fs::exists(record, ec)) continue;
-        nlohmann::json j;
-        try {
-            j = nlohmann::json::parse(file_read(record));
-            if (j.at("image").get<std::string>() != input) continue;
-        } catch (const std::exception&) {
-            continue;  // a damaged record: the input is predicted again by the next run
-        }
         std::string row = csv_cell(input);
-        for (const auto& task : cfg.model.tasks) {
-            const auto p = j.at("predictions").at(task.name).get<std::vector<double>>();
-            char num[32];
-            for (double v : p) std::snprintf(num, sizeof num, "%.6g", v), row += std::string(",") + num;
-            std::string cls;
-            if (task.act_fn == ActFn::softmax) {
-                cls = std::to_string(std::max_element(p.begin(), p.end()) - p.begin());
-            } else {
-                for (size_t k = 0; k < p.size(); ++k)
-                    if (p[k] >= 0.5) cls += (cls.empty() ? "" : ";") + std::to_string(k);
+        try {
+            const auto j = nlohmann::json::parse(file_read(record));
+            if (j.at("image").get<std::string>() != input) continue;
+            for (const auto& task : cfg.model.tasks) {
+                const auto p = j.at("predictions").at(task.name).get<std::vector<double>>();
+                if (int(p.size()) != cfg.model.n_class) throw std::runtime_error("wrong number of classes");
+                char num[32];
+                for (double v : p) std::snprintf(num, sizeof num, "%.6g", v), row += std::string(",") + num;
+                std::string cls;
+                if (task.act_fn == ActFn::softmax) {
+                    cls = std::to_string(std::max_element(p.begin(), p.end()) - p.begin());
+                } else {
+                    for (size_t k = 0; k < p.size(); ++k)
+                        if (p[k] >= 0.5) cls += (cls.empty() ? "" : ";") + std::to_string(k);
+                }
+                row += "," + cls;
             }
-            row += "," + cls;
+        } catch (const std::exception&) {
+            continue;  // a damaged record, or one of another config: the next run predicts it again
         }
         text += row + "\n";
         ++rows;

@@ -14,88 +14,74 @@ using torch::indexing::Slice;
 
 namespace {
 
-// The box's inside, without its outline: [3, h, w] float.
-torch::Tensor inside(const torch::Tensor& canvas, const PatchBox& b) {
-    return canvas.index({Slice(), Slice(b.y + 2, b.y + b.h - 2), Slice(b.x + 2, b.x + b.w - 2)}).to(torch::kFloat32);
-}
-
-// How far red stands above the other two channels, on average over the box's inside.
-double redness(const torch::Tensor& canvas, const PatchBox& b) {
-    const auto c = inside(canvas, b);
-    return (c[0] - torch::max(c[1], c[2])).mean().item<double>();
+// The mean colour of a region [3] of a rendered picture.
+std::vector<double> mean_rgb(const torch::Tensor& pic, int64_t x0, int64_t y0, int64_t x1, int64_t y1) {
+    const auto r = pic.index({Slice(), Slice(y0, y1), Slice(x0, x1)}).to(torch::kFloat64).mean({1, 2});
+    return {r[0].item<double>(), r[1].item<double>(), r[2].item<double>()};
 }
 
 }  // namespace
 
-TEST(Heatmap, ShapeDtypeAndDimmedImage) {
-    const auto grey = torch::full({1, 40, 60}, 200, torch::kUInt8);
-    const auto out = heatmap_render(grey, {});
-    EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 40, 60}));
+TEST(Heatmap, TheColourRampRunsFromBlueThroughGreenToRed) {
+    const auto c = score_colours(torch::tensor({0.0, 0.5, 1.0, -3.0, 7.0}));  // [3, 5]
+    ASSERT_EQ(c.sizes(), (std::vector<int64_t>{3, 5}));
+    auto at = [&](int64_t k) { return std::vector<float>{c[0][k].item<float>(), c[1][k].item<float>(), c[2][k].item<float>()}; };
+    EXPECT_EQ(at(0), (std::vector<float>{0, 0, 127.5f}));
+    EXPECT_EQ(at(1), (std::vector<float>{127.5f, 255, 127.5f}));
+    EXPECT_EQ(at(2), (std::vector<float>{127.5f, 0, 0}));
+    EXPECT_EQ(at(3), at(0));  // clamped to the scale
+    EXPECT_EQ(at(4), at(2));
+}
+
+TEST(Heatmap, EachCellIsColouredByItsScoreOverTheThumbnailWithALegend) {
+    // A grey 80 x 120 thumbnail, cells of 40 x 40: two rows of three, one cell without a patch.
+    const auto thumb = torch::full({3, 80, 120}, 128, torch::kUInt8);
+    const auto cells = torch::tensor({{0.05f, 0.3f, NAN}, {0.9f, 0.6f, 0.0f}});
+    const auto out = heatmap_thumbnail_render(thumb, cells, 40, 40, {}, 0.9, "score");
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 240, 120 + 130}));  // tall enough for the legend
     EXPECT_EQ(out.scalar_type(), torch::kUInt8);
-    EXPECT_TRUE(out.eq(160).all().item<bool>());  // grey repeated to RGB, dimmed to 80 %
-
-    auto rgb = torch::zeros({3, 40, 60}, torch::kUInt8);
-    rgb[0].fill_(250);
-    rgb[2].fill_(100);
-    const auto rgb_out = heatmap_render(rgb, {});
-    EXPECT_TRUE(rgb_out[0].eq(200).all().item<bool>());
-    EXPECT_TRUE(rgb_out[1].eq(0).all().item<bool>());
-    EXPECT_TRUE(rgb_out[2].eq(80).all().item<bool>());
-    // The input is left as it was.
-    EXPECT_TRUE(rgb[0].eq(250).all().item<bool>());
-    EXPECT_THROW(heatmap_render(torch::zeros({2, 4, 4}, torch::kUInt8), {}), std::exception);
-    EXPECT_THROW(heatmap_render(torch::zeros({4, 4}, torch::kUInt8), {}), std::exception);
+    // The top cell (t = 1): red (127.5, 0, 0) at opacity 0.75 over grey 128.
+    EXPECT_EQ(mean_rgb(out, 0, 40, 40, 80), (std::vector<double>{127, 32, 32}));
+    // The lowest scored cells are blue, faintly: opacity 0.15 + 0.6 t.
+    const auto low = mean_rgb(out, 0, 0, 40, 40);
+    EXPECT_GT(low[2], low[0] + 10);
+    const auto zero = mean_rgb(out, 80, 40, 120, 80);  // t = 0: (0, 0, 127.5) at 0.15
+    EXPECT_EQ(zero, (std::vector<double>{108, 108, 127}));
+    // No patch: the thumbnail as it was. Below the thumbnail and in the legend's margin: white.
+    EXPECT_EQ(mean_rgb(out, 80, 0, 120, 40), (std::vector<double>{128, 128, 128}));
+    EXPECT_EQ(mean_rgb(out, 0, 100, 120, 240), (std::vector<double>{255, 255, 255}));
+    // Scores count against the top of the scale: scaling both changes the picture's colours not at
+    // all (the legend's numbers do change).
+    const auto picture = [](const torch::Tensor& t) { return t.index({Slice(), Slice(0, 80), Slice(0, 120)}); };
+    EXPECT_TRUE(torch::equal(picture(heatmap_thumbnail_render(thumb, cells * 2, 40, 40, {}, 1.8, "score")), picture(out)));
+    // Cells beyond the thumbnail are cut off, not an error.
+    EXPECT_EQ(heatmap_thumbnail_render(thumb, cells, 70, 70, {}, 0.9, "score").sizes(), out.sizes());
+    EXPECT_THROW(heatmap_thumbnail_render(torch::zeros({1, 4, 4}, torch::kUInt8), cells, 1, 1, {}, 1, ""), std::exception);
 }
 
-TEST(Heatmap, TheMostAttendedBoxIsTheReddest) {
-    const auto image = torch::full({1, 100, 160}, 128, torch::kUInt8);
-    const std::vector<PatchBox> boxes = {
-        {0, 0, 40, 40, 0.05},    // least attended
-        {40, 0, 40, 40, 0.3},
-        {80, 50, 40, 40, 0.9},   // most attended
-        {120, 50, 40, 40, 0.6},
-    };
-    const auto out = heatmap_render(image, boxes);
-    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 100, 160}));
-    std::vector<double> red;
-    for (const auto& b : boxes) red.push_back(redness(out, b));
-    EXPECT_EQ(std::max_element(red.begin(), red.end()) - red.begin(), 2);
-    EXPECT_GT(red[2], 20);
-    // The top box is pure red over the dimmed grey (102.4): red up, green and blue down alike.
-    const auto top = inside(out, boxes[2]), low = inside(out, boxes[0]);
-    EXPECT_GT(top[0].mean().item<double>(), 105);
-    EXPECT_LT(top[2].mean().item<double>(), 80);
-    EXPECT_NEAR(top[1].mean().item<double>(), top[2].mean().item<double>(), 1);
-    // The least attended box is blue.
-    EXPECT_GT(low[2].mean().item<double>(), low[0].mean().item<double>() + 30);
-    EXPECT_GT(low[2].mean().item<double>(), low[1].mean().item<double>() + 30);
-    // Outside every box the image is only dimmed.
-    EXPECT_TRUE(out.index({Slice(), Slice(60, 100), Slice(0, 60)}).eq(102).all().item<bool>());
-    // Scores count relative to the largest: scaling all of them changes nothing.
-    std::vector<PatchBox> scaled = boxes;
-    for (auto& b : scaled) b.score *= 2;
-    EXPECT_TRUE(torch::equal(heatmap_render(image, scaled), out));
+TEST(Heatmap, KeptPatchesAreOutlinedInBlack) {
+    const auto thumb = torch::full({3, 80, 120}, 200, torch::kUInt8);
+    const auto cells = torch::full({2, 3}, 0.5f);
+    const auto out = heatmap_thumbnail_render(thumb, cells, 40, 40, {ScoredBox{40, 0, 40, 40, 0.5, true}}, 1.0, "s");
+    EXPECT_EQ(mean_rgb(out, 40, 0, 80, 1), (std::vector<double>{0, 0, 0}));    // the top edge
+    EXPECT_EQ(mean_rgb(out, 79, 0, 80, 40), (std::vector<double>{0, 0, 0}));   // the right edge
+    EXPECT_NE(mean_rgb(out, 50, 10, 70, 30), (std::vector<double>{0, 0, 0}));  // not its inside
+    EXPECT_NE(mean_rgb(out, 0, 0, 1, 40), (std::vector<double>{0, 0, 0}));     // nor other cells
 }
 
-TEST(Heatmap, OverlapsShowTheMostAttendedOnTopAndBoxesAreClipped) {
-    const auto image = torch::full({3, 64, 64}, 128, torch::kUInt8);
-    const PatchBox low{0, 0, 48, 48, 0.1}, high{16, 16, 48, 48, 1.0};
-    const auto a = heatmap_render(image, {high, low}), b = heatmap_render(image, {low, high});
-    EXPECT_TRUE(torch::equal(a, b));  // the order given does not matter
-    // Where they overlap, the high box is painted over the low one: redder, less blue than the low
-    // box where the high one lies elsewhere.
-    const auto only_low = heatmap_render(image, {low, PatchBox{100, 100, 8, 8, 1.0}});
-    const auto overlap = a.index({Slice(), Slice(30, 40), Slice(30, 40)}).to(torch::kFloat32);
-    const auto under = only_low.index({Slice(), Slice(30, 40), Slice(30, 40)}).to(torch::kFloat32);
-    EXPECT_GT(overlap[0].mean().item<double>(), under[0].mean().item<double>() + 10);
-    EXPECT_LT(overlap[2].mean().item<double>(), under[2].mean().item<double>() - 10);
-    // A box partly or wholly outside the image is clipped, not an error.
-    const auto clipped = heatmap_render(image, {PatchBox{50, 50, 40, 40, 1.0}, PatchBox{200, 200, 10, 10, 0.5}});
-    EXPECT_EQ(clipped.sizes(), image.sizes());
-    EXPECT_TRUE(clipped.index({Slice(), Slice(0, 50), Slice(0, 50)}).eq(102).all().item<bool>());
-    // All scores zero: every box in the low colour.
-    const auto zero = heatmap_render(image, {PatchBox{0, 0, 20, 20, 0.0}});
-    EXPECT_GT(inside(zero, {0, 0, 20, 20, 0})[2].mean().item<double>(), inside(zero, {0, 0, 20, 20, 0})[0].mean().item<double>());
+TEST(Heatmap, TheGalleryShowsEachPatchWithItsCaption) {
+    std::vector<torch::Tensor> patches;
+    std::vector<std::string> captions;
+    for (int k = 0; k < 5; ++k) {
+        patches.push_back(torch::full({3, 64, 64}, 40 * k, torch::kUInt8));
+        captions.push_back("#" + std::to_string(k + 1));
+    }
+    const auto g = gallery_render(patches, captions, 100, 4);
+    // 4 columns, 2 rows of 100 + caption 22 + padding 8.
+    ASSERT_EQ(g.sizes(), (std::vector<int64_t>{3, 8 + 2 * (100 + 22 + 8), 8 + 4 * (100 + 8)}));
+    EXPECT_EQ(mean_rgb(g, 8 + 108 * 2 + 10, 18, 8 + 108 * 2 + 90, 98), (std::vector<double>{80, 80, 80}));  // the third
+    EXPECT_EQ(mean_rgb(g, 8 + 10, 8 + 130 + 10, 8 + 90, 8 + 130 + 90), (std::vector<double>{160, 160, 160}));  // the fifth
+    EXPECT_THROW(gallery_render(patches, {"one"}), std::exception);
 }
 
 TEST(Heatmap, CurveRenderShapeAndSeriesPoints) {

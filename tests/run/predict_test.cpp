@@ -80,14 +80,13 @@ TEST(Predict, ProbabilitiesSelectionAndHeatmap) {
 
     // The heat map is the image with every patch painted by its score, the kept outlined, and a legend.
     EXPECT_EQ(p.heatmap, heat);
-    std::vector<ScoredBox> boxes;
+    std::vector<ScoredBox> kept;
     const double top = p.patches.scores.max().item<double>();
-    for (int64_t n = 0; n < 20; ++n)
-        boxes.push_back({double(n % 5) * 16, double(n / 5) * 16, 16, 16, p.patches.scores[n].item<double>(),
-                         p.patches.kept[n].item<bool>()});
+    for (int64_t n : p.selected) kept.push_back({double(n % 5) * 16, double(n / 5) * 16, 16, 16, 0, true});
+    const auto cells = p.patches.scores.view({4, 5});  // the 64 x 80 image's grid of 16 x 16 patches
     const auto drawn = image_read(heat, 3);
     EXPECT_EQ(drawn.sizes(), (std::vector<int64_t>{3, 240, 80 + 130}));
-    EXPECT_TRUE(torch::equal(drawn, heatmap_thumbnail_render(image_read(png, 3), boxes, top, "patch score")));
+    EXPECT_TRUE(torch::equal(drawn, heatmap_thumbnail_render(image_read(png, 3), cells, 16, 16, kept, top, "patch score")));
 
     // The same input, the same prediction; no heat map unless asked.
     const Prediction again = predict_input(net, cfg, torch::kCPU, png);
