@@ -343,11 +343,12 @@ const BadInputCase kCases[] = {
      "{predict} {d}/x.png", "{d}/x.png", nullptr},
     {"ImageNotUtf8Name", [](const Scene& s) { image_with_weights(s, "png"); fs::rename(s.dir / "x.png", s.dir / "x\xff.png"); truncate_to(s.dir / "x\xff.png", 0.5); },
      "{predict} '{d}/x\xff.png'", "{d}/x\xff.png", nullptr},
+    // Read tile by tile (no img_size to resize it to, as training would): no tile fits.
     {"ImageSmallerThanPatch", [](const Scene& s) {
-         checkpoint_make(s / "w.pt", "tiny_grey.yaml");
+         checkpoint_make(s / "w.pt", "slide_tiny.yaml");
          ips::png_write(s / "x.png", torch::full({1, 8, 8}, 128, torch::kUInt8));
      },
-     "{predict} {d}/x.png", "{d}/x.png", "larger than the image"},
+     "predict {slide} --weights {d}/w.pt {cpu} --out {d}/out {d}/x.png", "{d}/x.png", "larger than the image"},
 
     // ---- slides (a copy of the real one, damaged) ----
     {"SvsTruncated", [](const Scene& s) { svs_copy(s.dir / "s.svs"); fs::resize_file(s.dir / "s.svs", kSvsLevel0Directory / 2); },
@@ -406,6 +407,7 @@ std::string expand(const std::string& text, const fs::path& dir) {
     s = replace_all(s, "{predict}", "predict {grey} --weights {d}/w.pt {cpu} --out {d}/out");
     s = replace_all(s, "{cpu}", "--device cpu --threads 1");
     s = replace_all(s, "{grey}", fixtures + "tiny_grey.yaml");
+    s = replace_all(s, "{slide}", fixtures + "slide_tiny.yaml");
     s = replace_all(s, "{syn}", fixtures + "tiny_synthetic.yaml");
     s = replace_all(s, "{bags}", fixtures + "bags_tiny.yaml");
     s = replace_all(s, "{feat}", fixtures + "features_tiny.yaml");
