@@ -42,7 +42,8 @@ if $big; then
     --needle 64000,32000,512,512
 fi
 
-rm -rf "$OUT/predict" "$OUT/predict_big"
+rm -rf "$OUT/predict"
+$big && rm -rf "$OUT/predict_big"
 "$IPS" predict "$CFG" --weights "$OUT/run/last.pt" --device "$device" --json --out "$OUT/predict" "${slides[@]}" \
   > "$OUT/predict.jsonl"
 # The 100k pyramid: every output but the viewer, whose DeepZoom of 10^10 pixels is disk, not memory.
