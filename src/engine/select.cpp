@@ -6,10 +6,10 @@
 #include <deque>
 #include <functional>
 #include <future>
-#include <mutex>
-#include <thread>
 #include <map>
+#include <mutex>
 #include <numeric>
+#include <thread>
 
 namespace ips {
 namespace {
