@@ -10,8 +10,8 @@
 
 #include "command.h"
 #include "ips/checkpoint.h"
-#include "ips/inputs.h"
 #include "ips/files.h"
+#include "ips/inputs.h"
 #include "ips/predict.h"
 
 namespace ips::cli {
@@ -83,26 +83,31 @@ void predict_setup(CLI::App* sub) {
     sub->add_option("--out", a->out,
                     "write OUT/<stem>.json per input, its outputs in OUT/<stem>/ and OUT/predictions.csv; a rerun "
                     "keeps complete inputs");
-    sub->add_option("--outputs", a->outputs,
+    CLI::Option* outputs = sub->add_option("--outputs", a->outputs,
                     "with --out: heatmap,overlay,geojson,gallery,viewer (any of them), all or none")
         ->capture_default_str();
     sub->add_option("--thumbnail-side", a->explain.thumbnail_side, "heat map: longer side of the thumbnail in pixels")
         ->capture_default_str()
-        ->check(CLI::Range(int64_t(16), int64_t(1) << 16));
+        ->check(CLI::Range(int64_t(16), int64_t(8192)));
     sub->add_option("--heatmap-level", a->explain.heatmap_level, "heat map: draw over this pyramid level instead");
     sub->add_option("--top-k", a->explain.top_k, "patches in the gallery and the viewer's list")
         ->capture_default_str()
         ->check(CLI::Range(int64_t(1), int64_t(1000)));
     dist_args_add(sub, a->dist);
-    sub->callback([a] {
+    sub->callback([a, outputs] {
         // Ranks share stdout, where their lines would interleave in no fixed order: the records
         // in --out are the result then, the same files one process writes. Checked before any
         // worker starts, so that the launcher says it once.
         if (a->out.empty() && (a->dist.nproc_per_node > 1 || dist_env_read().world_size > 1))
             throw std::runtime_error("predict on several ranks writes its results to files: give --out DIR");
+        if (a->out.empty() && outputs->count() > 0)
+            throw std::runtime_error("--outputs names files written into --out DIR: give --out DIR");
         const std::vector<std::string> inputs = predict_inputs_list(a->inputs, a->csv);
         ExplainOptions explain = a->explain;
         explain_outputs_parse(a->out.empty() ? "none" : a->outputs, explain);
+        if (explain.viewer) viewer_check();  // before any work, not after each input's other outputs
+        std::error_code ec;
+        if (!a->out.empty() && std::filesystem::is_directory(a->out, ec)) stale_temporaries_remove(a->out);
         dist_args_launch(a->dist);
         const Config cfg = config_args_load(a->config);
         const torch::Device device = runtime_args_apply(a->runtime);
@@ -150,11 +155,16 @@ void predict_setup(CLI::App* sub) {
             failed = std::current_exception();
         }
         if (!a->out.empty()) {
-            const int64_t rows = predictions_csv_write(a->out, inputs, cfg);
-            if (!a->quiet)
-                std::fprintf(stderr, "ips predict: %s: %lld of %zu inputs\n",
-                             (std::filesystem::path(a->out) / "predictions.csv").string().c_str(),
-                             static_cast<long long>(rows), inputs.size());
+            try {
+                const int64_t rows = predictions_csv_write(a->out, inputs, cfg);
+                if (!a->quiet)
+                    std::fprintf(stderr, "ips predict: %s: %lld of %zu inputs\n",
+                                 (std::filesystem::path(a->out) / "predictions.csv").string().c_str(),
+                                 static_cast<long long>(rows), inputs.size());
+            } catch (const std::exception& e) {
+                if (!failed) throw;
+                std::fprintf(stderr, "ips predict: cannot write predictions.csv: %s\n", e.what());  // and the inputs' failure below
+            }
         }
         if (failed) std::rethrow_exception(failed);
     });

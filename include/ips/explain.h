@@ -44,7 +44,13 @@ struct ExplainTimes {
     double total() const { return heatmap + overlay + geojson + gallery + viewer; }
 };
 
-// Writes the chosen outputs for `in` into `folder` (made if missing), each file atomically.
+// Throws, saying how to get it, when the viewer's OpenSeadragon is not installed: checked before a
+// job starts rather than after an input's other outputs are written.
+void viewer_check();
+
+// Writes the chosen outputs for `in` into `folder`, replacing it whole: they are written into
+// FOLDER.tmp.<pid> and renamed, so a failed input leaves no folder and a killed one a temporary
+// that stale_temporaries_remove (files.h) clears.
 // `summary` is shown on the viewer page (the prediction, as the CLI's JSON). Inputs without
 // pixels (feature bags) get a heat map on white and the GeoJSON, where their bag has coords.
 ExplainTimes explain_write(const std::string& folder, OpenedInput& in, const ScoredPatches& sp,

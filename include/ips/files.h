@@ -41,8 +41,9 @@ void text_write_atomic(const std::string& path, const std::string& text);
 // std::runtime_error naming PATH.
 void text_append(const std::string& path, const std::string& text);
 
-// Removes the temporary files (NAME.tmp.<pid>) that AtomicFile writers killed mid-write left in
-// `folder`, where process <pid> is gone. Returns how many.
+// Removes the temporary files and folders (NAME.tmp.<pid>) that writers killed mid-write left in
+// `folder` (AtomicFile's files, `ips predict`'s output folders), where process <pid> is gone.
+// Returns how many.
 int stale_temporaries_remove(const std::string& folder);
 
 // fsync of a folder: makes a rename or a new file in it survive a power cut.

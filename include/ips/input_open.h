@@ -16,12 +16,16 @@ namespace ips {
 bool bag_path_is(const std::string& path);
 // The file of a bag path: "bags/x.h5#slide_1" -> "bags/x.h5".
 std::string bag_file_of(const std::string& path);
+// The name an input's outputs take: the file's stem, and a bag group's name after it
+// ("bags/x.h5#slide_1" -> "x_slide_1"), so the groups of one file do not collide.
+std::string input_stem(const std::string& path);
 // The bag's rows as a lazy patch source (per-slide layout, or the group after '#').
 PatchSourcePtr bag_source_open(const std::string& path);
 
-// Whether an image is decoded whole and resized to img_size (a photo) rather than read tile by tile:
-// a single-level image, no tissue detection, img_size set and different from the image's size.
-// Memory then grows with img_size, not with the file.
+// Whether an image is decoded whole and resized to img_size (a photo, as training reads it) rather
+// than read tile by tile: a single-level image, no tissue detection, img_size set. Memory then
+// grows with the file's pixels (decoded whole, then resized): for large single-level images, leave
+// img_size unset so that they are read tile by tile.
 bool image_decoded_whole(const Slide& slide, const DataOptions& data);
 
 // The patch source of an image or slide: the tile grid `grid` read on demand (tile_grid_make), or,

@@ -25,7 +25,7 @@ std::vector<std::string> inputs_share(const std::vector<std::string>& paths, int
 void inputs_for_each_share(const char* command, const char* noun, const std::vector<std::string>& paths, int rank,
                            int world, const std::function<void(const std::string&)>& one);
 
-// Outputs are named by the file's stem: two inputs with one stem would overwrite each other (or,
+// Outputs are named by the file's stem (input_stem of input_open.h: a bag group's name added): two inputs with one stem would overwrite each other (or,
 // for resumable jobs, the second would be skipped as done). Throws naming both.
 void inputs_stems_distinct(const std::vector<std::string>& paths);
 

@@ -38,7 +38,7 @@ void overlay_tiff_write(const std::string& path, const ScoreLayer& layer, double
 struct DeepZoomInfo {
     int64_t width = 0, height = 0;
     int tile_size = 254, overlap = 1;
-    std::string format;  // "jpeg" or "png"
+    std::string format;  // the tiles' file extension: "jpg" or "png"
 };
 
 // Level 0 of the slide as DeepZoom JPEG tiles under BASE.dzi / BASE_files/.

@@ -19,7 +19,7 @@ struct PredictTimes {
     double select = 0;     // selection over all patches (reading + encoding + scoring)
     double encode = 0;     // of which the encoder computed (device synchronised)
     double read_wait = 0;  // of which selection waited for a chunk still being read
-    double aggregate = 0;  // reading the M kept patches again and the forward pass
+    double aggregate = 0;  // reading the M kept patches again, the forward pass, every patch's score
     double write = 0;      // the output files
     ExplainTimes outputs;  // of which each of explain.h's outputs
     int64_t patches = 0;
@@ -86,13 +86,14 @@ struct PredictionRecord {
 PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::Device& device,
                                   const std::string& input, const std::string& out_dir, const PredictOptions& opt = {});
 
-// BASE for one input; BASE's stem + "_" + the input's stem for several (so they do not collide).
+// BASE for one input; BASE's stem + "_" + the input's stem (input_stem) for several.
 std::string heatmap_path_for(const std::string& base, const std::string& input, size_t n_inputs);
 
 // The inputs of a job: the paths given, each folder among them replaced by the images, slides and
-// bags in it (by extension, sorted), then the first column of `csv` ("" for none; a header cell
-// "path" is skipped, relative paths are relative to the CSV's folder). Throws naming a missing
-// path, an empty folder or an empty list.
+// bags in it (by extension, sorted), then the first column of `csv` ("" for none; quoted cells as
+// predictions.csv writes them; a first row "path", in any case, is a header; relative paths are
+// relative to the CSV's folder). A missing file stays in the list: it is that input's error,
+// reported with the others. Throws naming an unreadable CSV, an empty folder or an empty list.
 std::vector<std::string> predict_inputs_list(const std::vector<std::string>& paths, const std::string& csv);
 
 // DIR/predictions.csv from the complete records of `inputs` (in their order): a row per input,

@@ -18,13 +18,14 @@ bool h5_name_is(const std::string& path) {
     return ext == ".h5" || ext == ".hdf5";
 }
 
-// A bag's tiles are as far apart as they are wide (tile_grid_full with stride = patch): the
-// smallest step between two x positions, in level-0 pixels. Bags of one column fall back to the
-// stored patch size, which is level-0 pixels at patch_level 0.
+// A bag's tiles are as far apart as they are wide (tile_grid_full with stride = patch): the most
+// common step between neighbouring x positions, in level-0 pixels (the smallest could be a
+// few pixels where tissue regions were tiled from different offsets). Bags of one column fall
+// back to the stored patch size, which is level-0 pixels at patch_level 0.
 double bag_tile_side(const torch::Tensor& coords, int64_t patch_size) {
     if (coords.defined() && coords.size(0) > 1) {
         const auto xs = std::get<0>(torch::_unique(coords.select(1, 0), /*sorted=*/true));
-        if (xs.numel() > 1) return double(xs.diff().min().item<int64_t>());
+        if (xs.numel() > 1) return double(std::get<0>(torch::mode(xs.diff())).item<int64_t>());
     }
     return double(patch_size);
 }
@@ -54,6 +55,12 @@ bool bag_path_is(const std::string& path) { return h5_name_is(bag_file_of(path))
 std::string bag_file_of(const std::string& path) {
     const auto hash = path.rfind('#');
     return hash != std::string::npos && h5_name_is(path.substr(0, hash)) ? path.substr(0, hash) : path;
+}
+
+std::string input_stem(const std::string& path) {
+    const std::string file = bag_file_of(path);
+    const std::string stem = fs::path(file).stem().string();
+    return file == path ? stem : stem + "_" + path.substr(file.size() + 1);
 }
 
 PatchSourcePtr bag_source_open(const std::string& path) {

@@ -125,12 +125,12 @@ int stale_temporaries_remove(const std::string& folder) {
     for (const auto& e : fs::directory_iterator(folder, ec)) {
         const std::string name = e.path().filename().string();
         const auto mark = name.rfind(".tmp.");
-        if (mark == std::string::npos || !e.is_regular_file(ec)) continue;
+        if (mark == std::string::npos || !(e.is_regular_file(ec) || e.is_directory(ec))) continue;
         const std::string digits = name.substr(mark + 5);
         if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
         const pid_t pid = static_cast<pid_t>(std::stol(digits));
         if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
-        if (fs::remove(e.path(), ec)) ++removed;
+        if (fs::remove_all(e.path(), ec) > 0) ++removed;
     }
     return removed;
 }

@@ -64,6 +64,12 @@ torch::Tensor score_cells(const torch::Tensor& xy, double step_w, double step_h,
     TORCH_CHECK(step_w > 0 && step_h > 0 && width > 0 && height > 0, "score_cells: empty grid or image");
     const int64_t cols = std::max<int64_t>(1, int64_t(std::ceil(double(width) / step_w)));
     const int64_t rows = std::max<int64_t>(1, int64_t(std::ceil(double(height) / step_h)));
+    // Patches are tens of pixels or more: a grid this fine means coordinates that are not on one.
+    if (double(rows) * double(cols) > double(int64_t(1) << 28))
+        throw std::runtime_error("the patches' grid would have " + std::to_string(rows) + " x " + std::to_string(cols) +
+                                 " cells (a step of " + std::to_string(step_w) + " x " + std::to_string(step_h) +
+                                 " pixels over " + std::to_string(width) + " x " + std::to_string(height) +
+                                 "): the patch coordinates are not on a grid");
     auto cells = torch::full({rows, cols}, NAN, torch::kFloat32);
     const auto c = xy.to(torch::kCPU, torch::kFloat64);
     const auto col = (c.select(1, 0) / step_w).round().to(torch::kLong);

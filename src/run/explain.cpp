@@ -36,7 +36,7 @@ std::string coordinate(double v) {
     return s;
 }
 
-constexpr int64_t kHeatmapSideMax = 16384;
+constexpr int64_t kHeatmapSideMax = 8192;  // --thumbnail-side's bound too (cli/predict.cpp)
 
 double top_score(const ScoredPatches& sp) {
     return sp.scores.numel() ? std::max(0.0, sp.scores.max().item<double>()) : 0.0;
@@ -112,25 +112,22 @@ nlohmann::json dzi_json(const DeepZoomInfo& d, const std::string& url) {
             {"overlap", d.overlap}, {"format", d.format}};
 }
 
-// The viewer folder: written under a temporary name and renamed whole, so a rerun never finds
-// half a viewer under the final name.
+fs::path osd_script() { return fs::path(osd_dir()) / "build" / "openseadragon" / "openseadragon.min.js"; }
+
+// The viewer folder, inside the input's folder (which is renamed into place whole).
 void viewer_write(const std::string& folder, OpenedInput& in, const ScoredPatches& sp, const ScoreLayer& layer,
                   const nlohmann::json& summary, const ExplainOptions& opt) {
-    const fs::path osd = fs::path(osd_dir()) / "build" / "openseadragon" / "openseadragon.min.js";
+    viewer_check();
+    const fs::path osd = osd_script();
     std::error_code ec;
-    if (!fs::exists(osd, ec))
-        throw std::runtime_error("the viewer needs OpenSeadragon (npm package openseadragon), not found at " + osd.string() +
-                                 ": run scripts/setup.sh, set IPS_OPENSEADRAGON_DIR, or leave 'viewer' out of --outputs");
-    const fs::path final_dir = fs::path(folder) / "viewer";
-    const fs::path tmp = fs::path(folder) / ("viewer.tmp." + std::to_string(::getpid()));
-    fs::remove_all(tmp, ec);
-    fs::create_directories(tmp);
-    try {
-        const DeepZoomInfo slide = deepzoom_slide_write(*in.slide, (tmp / "slide").string());
-        const DeepZoomInfo scores = deepzoom_layer_write(layer, (tmp / "scores").string());
-        fs::copy_file(osd, tmp / "openseadragon.min.js");
+    const fs::path viewer = fs::path(folder) / "viewer";
+    fs::create_directories(viewer);
+    {
+        const DeepZoomInfo slide = deepzoom_slide_write(*in.slide, (viewer / "slide").string());
+        const DeepZoomInfo scores = deepzoom_layer_write(layer, (viewer / "scores").string());
+        fs::copy_file(osd, viewer / "openseadragon.min.js");
         const fs::path license = fs::path(osd_dir()) / "LICENSE.txt";
-        if (fs::exists(license, ec)) fs::copy_file(license, tmp / "openseadragon-LICENSE.txt");
+        if (fs::exists(license, ec)) fs::copy_file(license, viewer / "openseadragon-LICENSE.txt");
         nlohmann::json top = nlohmann::json::array();
         const PatchGeometry& g = in.geometry;
         for (int64_t r = 0; r < std::min<int64_t>(opt.top_k, sp.order.numel()); ++r) {
@@ -144,16 +141,19 @@ void viewer_write(const std::string& folder, OpenedInput& in, const ScoredPatche
                                      {"top_score", top_score(sp)},
                                      {"top", top},
                                      {"prediction", summary.value("predictions", nlohmann::json::object())}};
-        text_write_atomic((tmp / "index.html").string(), viewer_html(page));
-        fs::remove_all(final_dir, ec);
-        fs::rename(tmp, final_dir);
-    } catch (...) {
-        fs::remove_all(tmp, ec);
-        throw;
+        text_write_atomic((viewer / "index.html").string(), viewer_html(page));
     }
 }
 
 }  // namespace
+
+void viewer_check() {
+    std::error_code ec;
+    if (!fs::exists(osd_script(), ec))
+        throw std::runtime_error("the viewer needs OpenSeadragon (npm package openseadragon), not found at " +
+                                 osd_script().string() +
+                                 ": run scripts/setup.sh, set IPS_OPENSEADRAGON_DIR, or leave 'viewer' out of --outputs");
+}
 
 void explain_outputs_parse(const std::string& list, ExplainOptions& opt) {
     opt.heatmap = opt.overlay = opt.geojson = opt.gallery = opt.viewer = list == "all";
@@ -238,38 +238,50 @@ ExplainTimes explain_write(const std::string& folder, OpenedInput& in, const Sco
     const bool has_coords = in.geometry.xy.defined();
     const auto files = explain_files(opt, in.slide != nullptr, has_coords);
     if (files.empty()) return times;
-    fs::create_directories(folder);
-    const fs::path dir(folder);
-    auto t0 = std::chrono::steady_clock::now();
-    if (opt.heatmap) {
-        heatmap_png_write((dir / "heatmap.png").string(), in, sp, opt);
-        times.heatmap = seconds_since(t0);
-    }
-    if (opt.geojson) {
-        t0 = std::chrono::steady_clock::now();
-        geojson_write((dir / "patches.geojson").string(), in.geometry, sp);
-        times.geojson = seconds_since(t0);
-    }
-    if (!in.slide) return times;
-    if (opt.gallery) {
-        t0 = std::chrono::steady_clock::now();
-        gallery_write((dir / "gallery.png").string(), in, sp, opt);
-        times.gallery = seconds_since(t0);
-    }
-    if (opt.overlay || opt.viewer) {
-        const PatchGeometry& g = in.geometry;
-        // The grid's step: the stride where patches overlap, the patch where they tile.
-        const ScoreLayer layer = score_layer_make(g.xy, g.step_w, g.step_h, sp.scores, top_score(sp), in.width, in.height);
-        if (opt.overlay) {
-            t0 = std::chrono::steady_clock::now();
-            overlay_tiff_write((dir / "overlay.tif").string(), layer, slide_mpp(*in.slide));
-            times.overlay = seconds_since(t0);
+    // Everything goes into FOLDER.tmp.<pid>, renamed to FOLDER at the end: an input that fails
+    // leaves nothing, a killed one a temporary that the next run removes.
+    const fs::path final_dir(folder);
+    const fs::path dir = final_dir.string() + ".tmp." + std::to_string(::getpid());
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::create_directories(dir);
+    try {
+        auto t0 = std::chrono::steady_clock::now();
+        if (opt.heatmap) {
+            heatmap_png_write((dir / "heatmap.png").string(), in, sp, opt);
+            times.heatmap = seconds_since(t0);
         }
-        if (opt.viewer) {
+        if (opt.geojson) {
             t0 = std::chrono::steady_clock::now();
-            viewer_write(folder, in, sp, layer, summary, opt);
-            times.viewer = seconds_since(t0);
+            geojson_write((dir / "patches.geojson").string(), in.geometry, sp);
+            times.geojson = seconds_since(t0);
         }
+        if (in.slide && opt.gallery) {
+            t0 = std::chrono::steady_clock::now();
+            gallery_write((dir / "gallery.png").string(), in, sp, opt);
+            times.gallery = seconds_since(t0);
+        }
+        if (in.slide && (opt.overlay || opt.viewer)) {
+            const PatchGeometry& g = in.geometry;
+            // The grid's step: the stride where patches overlap, the patch where they tile.
+            const ScoreLayer layer = score_layer_make(g.xy, g.step_w, g.step_h, sp.scores, top_score(sp), in.width, in.height);
+            if (opt.overlay) {
+                t0 = std::chrono::steady_clock::now();
+                overlay_tiff_write((dir / "overlay.tif").string(), layer, slide_mpp(*in.slide));
+                times.overlay = seconds_since(t0);
+            }
+            if (opt.viewer) {
+                t0 = std::chrono::steady_clock::now();
+                viewer_write(dir.string(), in, sp, layer, summary, opt);
+                times.viewer = seconds_since(t0);
+            }
+        }
+        fs::remove_all(final_dir, ec);
+        fs::rename(dir, final_dir);
+        folder_sync(final_dir.parent_path().string());
+    } catch (...) {
+        fs::remove_all(dir, ec);
+        throw;
     }
     return times;
 }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "ips/distributed.h"
+#include "ips/input_open.h"
 
 namespace ips {
 namespace {
@@ -56,7 +57,7 @@ void inputs_for_each_share(const char* command, const char* noun, const std::vec
 void inputs_stems_distinct(const std::vector<std::string>& paths) {
     std::map<std::string, std::string> seen;
     for (const auto& p : paths) {
-        auto [it, fresh] = seen.emplace(std::filesystem::path(p).stem().string(), p);
+        auto [it, fresh] = seen.emplace(input_stem(p), p);
         if (!fresh)
             throw std::runtime_error("'" + it->second + "' and '" + p + "' would write the same output files (" +
                                      it->first + ".*); rename one or run them separately");

@@ -62,6 +62,24 @@ bool has_coords(const std::string& input) {
     return feature_bag_info(input).coords.defined();
 }
 
+// The first cell of a CSV line, trimmed, unquoted as csv_cell quotes ("a ""b"", c" -> a "b", c).
+std::string csv_first_cell(const std::string& line) {
+    size_t at = line.find_first_not_of(" \t");
+    if (at == std::string::npos) return "";
+    std::string cell;
+    if (line[at] == '"') {
+        for (++at; at < line.size(); ++at) {
+            if (line[at] == '"' && at + 1 < line.size() && line[at + 1] == '"') cell += '"', ++at;
+            else if (line[at] == '"') break;
+            else cell += line[at];
+        }
+        return cell;
+    }
+    cell = line.substr(at, line.find(',', at) - at);
+    cell.erase(cell.find_last_not_of(" \t") + 1);
+    return cell;
+}
+
 std::string csv_cell(const std::string& s) {
     if (s.find_first_of(",\"\n") == std::string::npos) return s;
     std::string q = "\"";
@@ -74,8 +92,7 @@ std::string csv_cell(const std::string& s) {
 std::string heatmap_path_for(const std::string& base, const std::string& input, size_t n_inputs) {
     if (n_inputs == 1) return base;
     const fs::path p(base);
-    return (p.parent_path() / (p.stem().string() + "_" + fs::path(input).stem().string() + p.extension().string()))
-        .string();
+    return (p.parent_path() / (p.stem().string() + "_" + input_stem(input) + p.extension().string())).string();
 }
 
 Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& device, const std::string& path,
@@ -96,7 +113,13 @@ Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& de
         bar = std::make_unique<Progress>(fs::path(path).filename().string(), ex.source->size(), "patches");
         extras.on_patches = [&bar](int64_t n) { bar->update(n); };
     }
-    Inference inf = infer_step(net, cfg, {ex}, device, rng, extras);
+    Inference inf;
+    try {
+        inf = infer_step(net, cfg, {ex}, device, rng, extras);
+    } catch (...) {
+        if (bar) std::fprintf(stderr, "\n");  // the error's line after the bar, not on it
+        throw;
+    }
     if (bar) bar->finish();
     const double infer_s = seconds_since(t0);
     const SelectTimes& st = inf.batch.times;
@@ -117,14 +140,16 @@ Prediction predict_input(IPSNet& net, const Config& cfg, const torch::Device& de
     const auto kept = inf.batch.idx[0].to(torch::kCPU).index({valid});
     p.patches = scored_patches_make(inf.patch_scores[0], std::vector<int64_t>(kept.data_ptr<int64_t>(),
                                                                               kept.data_ptr<int64_t>() + kept.numel()));
-    // The kept patches by their attention (their scores), ties in grid order: the order of the
-    // whole-image ranking too.
-    const auto* order = p.patches.order.data_ptr<int64_t>();
-    for (int64_t r = 0; r < p.patches.order.numel() && int64_t(p.selected.size()) < kept.numel(); ++r)
-        if (p.patches.kept[order[r]].item<bool>()) {
-            p.selected.push_back(order[r]);
-            p.scores.push_back(p.patches.scores[order[r]].item<double>());
-        }
+    // The kept patches by their attention (their scores), ties in grid order: the order the
+    // whole-image ranking gives them too.
+    const auto kept_sorted = std::get<0>(kept.sort());
+    const auto kept_scores = p.patches.scores.index_select(0, kept_sorted);
+    const auto by_score = std::get<1>(kept_scores.sort(/*stable=*/true, 0, /*descending=*/true));
+    for (int64_t k = 0; k < by_score.numel(); ++k) {
+        const int64_t i = by_score[k].item<int64_t>();
+        p.selected.push_back(kept_sorted[i].item<int64_t>());
+        p.scores.push_back(kept_scores[i].item<double>());
+    }
 
     t0 = std::chrono::steady_clock::now();
     const bool drawable = in.geometry.xy.defined();
@@ -153,11 +178,11 @@ nlohmann::json prediction_to_json(const Prediction& p) {
 }
 
 std::string prediction_record_path(const std::string& out_dir, const std::string& input) {
-    return (fs::path(out_dir) / (fs::path(input).stem().string() + ".json")).string();
+    return (fs::path(out_dir) / (input_stem(input) + ".json")).string();
 }
 
 std::string prediction_outputs_dir(const std::string& out_dir, const std::string& input) {
-    return (fs::path(out_dir) / fs::path(input).stem()).string();
+    return (fs::path(out_dir) / input_stem(input)).string();
 }
 
 OutputCheck prediction_record_check(const std::string& record, const std::string& input, const Config& cfg,
@@ -245,13 +270,17 @@ std::vector<std::string> predict_inputs_list(const std::vector<std::string>& pat
         std::ifstream in(csv);
         if (!in) throw std::runtime_error("--csv '" + csv + "': cannot open");
         std::string line;
+        bool first = true;
         for (int64_t number = 1; std::getline(in, line); ++number) {
             if (!line.empty() && line.back() == '\r') line.pop_back();
-            if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
-            std::string cell = line.substr(0, line.find(','));
-            cell.erase(0, cell.find_first_not_of(" \t"));
-            cell.erase(cell.find_last_not_of(" \t") + 1);
-            if (cell.empty() || cell[0] == '#' || (number == 1 && cell == "path")) continue;
+            if (number == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM (spreadsheets)
+            std::string cell = csv_first_cell(line);
+            if (cell.empty() || cell[0] == '#') continue;
+            std::string lower = cell;
+            for (auto& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+            const bool header = first && lower == "path";
+            first = false;
+            if (header) continue;
             out.push_back(fs::path(cell).is_absolute() ? cell : (fs::path(csv).parent_path() / cell).string());
         }
     }

@@ -207,8 +207,9 @@ TEST_F(PredictSlides, ACohortFromACsvOrAFolderSkipsABadInputAndResumes) {
 TEST_F(PredictSlides, PeakMemoryDoesNotGrowWithTheSlide) {
     // 16 times the patches (1,024 and 16,384). Reading the level-0 image whole would add 800 MB
     // of RGB, and a leak of the size once found here (26 KB per patch, threads started per
-    // chunk) 400 MB. What stays is run-to-run noise of glibc's per-thread arenas (measured up to
-    // 70 MB: big buffers stay on the heap, runtime.h).
+    // chunk) 400 MB. What stays is run-to-run noise of glibc's per-thread arenas, whose high-water
+    // marks are kept (big buffers stay on the heap, runtime.h): measured 7 to 70 MB on a quiet
+    // machine, 167 MB on one also building and running other tests.
     TempDir d("ips_predict_memory");
     double rss[2] = {0, 0};
     const int64_t side[2] = {4096, 16384};
@@ -221,5 +222,5 @@ TEST_F(PredictSlides, PeakMemoryDoesNotGrowWithTheSlide) {
     }
     std::printf("peak RSS: %.0f MB for %lld patches, %.0f MB for %lld\n", rss[0], (long long)(side[0] / 128) * (side[0] / 128),
                 rss[1], (long long)(side[1] / 128) * (side[1] / 128));
-    EXPECT_LT(rss[1] - rss[0], 120.0);
+    EXPECT_LT(rss[1] - rss[0], 300.0);
 }

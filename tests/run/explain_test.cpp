@@ -6,14 +6,19 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <set>
+
+#include <unistd.h>
 
 #include "needle.h"
 #include "test_support.h"
 #include "ips/explain.h"
 #include "ips/feature_bag.h"
 #include "ips/files.h"
+#include "ips/input_open.h"
 #include "ips/image_io.h"
 #include "ips/predict.h"
 #include "ips/select.h"
@@ -203,4 +208,40 @@ TEST(PredictSlide, OutputsListIsParsedStrictly) {
     explain_outputs_parse("none", o);
     EXPECT_TRUE(!o.geojson && !o.gallery && !o.heatmap && !o.overlay && !o.viewer);
     EXPECT_NE(test::error_of([&] { explain_outputs_parse("heatmap,thumbs", o); }).find("'thumbs'"), std::string::npos);
+}
+
+TEST(PredictSlide, AFailedOutputLeavesNoFolderAndStaleTemporariesAreCleared) {
+    Scene s;
+    PredictOptions opt;
+    opt.explain_dir = (fs::path(s.dir / "out") / "needle").string();
+    explain_outputs_parse("heatmap,viewer", opt.explain);
+    // The viewer fails (no OpenSeadragon there) after the heat map: nothing of the input stays.
+    setenv("IPS_OPENSEADRAGON_DIR", (s.dir / "nowhere").c_str(), 1);
+    const std::string e = test::error_of([&] { predict_input(s.net, s.cfg, torch::kCPU, s.slide, opt); });
+    unsetenv("IPS_OPENSEADRAGON_DIR");
+    EXPECT_NE(e.find("OpenSeadragon"), std::string::npos) << e;
+    EXPECT_FALSE(fs::exists(opt.explain_dir));
+    std::error_code ec;
+    for (const auto& f : fs::directory_iterator(s.dir / "out", ec)) ADD_FAILURE() << "left behind: " << f.path();
+    // A killed writer's folder (a pid that is gone) is cleared; a live one's is not.
+    fs::create_directories(fs::path(s.dir / "out") / "needle.tmp.999999999" / "viewer");
+    fs::create_directories(fs::path(s.dir / "out") / ("other.tmp." + std::to_string(::getpid())));
+    EXPECT_EQ(stale_temporaries_remove(s.dir / "out"), 1);
+    EXPECT_FALSE(fs::exists(fs::path(s.dir / "out") / "needle.tmp.999999999"));
+    EXPECT_TRUE(fs::exists(fs::path(s.dir / "out") / ("other.tmp." + std::to_string(::getpid()))));
+}
+
+TEST(PredictSlide, InputsFromFoldersAndCsvsAndTheirOutputNames) {
+    TempDir dir("ips_predict_inputs");
+    std::ofstream(dir / "list.csv") << "# cohort\nPath,label\n\"a \"\"b\"\", c.svs\",1\n/abs/x.tif,0\nbags/y.h5#slide_1\n";
+    EXPECT_EQ(predict_inputs_list({}, dir / "list.csv"),
+              (std::vector<std::string>{dir / "a \"b\", c.svs", "/abs/x.tif", dir / "bags/y.h5#slide_1"}));
+    EXPECT_NE(test::error_of([&] { predict_inputs_list({}, dir / "none.csv"); }).find("none.csv"), std::string::npos);
+    EXPECT_NE(test::error_of([&] { predict_inputs_list({}, ""); }).find("no inputs"), std::string::npos);
+    // The groups of one bag file get outputs of their own.
+    EXPECT_EQ(input_stem("bags/y.h5#slide_1"), "y_slide_1");
+    EXPECT_EQ(input_stem("slides/z.svs"), "z");
+    EXPECT_EQ(prediction_record_path("out", "bags/y.h5#slide_2"), "out/y_slide_2.json");
+    EXPECT_NO_THROW(inputs_stems_distinct({"bags/y.h5#slide_1", "bags/y.h5#slide_2"}));
+    EXPECT_THROW(inputs_stems_distinct({"a/z.svs", "b/z.tif"}), std::runtime_error);
 }
