@@ -36,8 +36,10 @@ Batch batch_make(IPSNet& net, const Config& cfg, const std::vector<Example>& exa
 torch::Tensor loss_compute(const std::vector<Task>& tasks, double eps, const std::vector<torch::Tensor>& logits,
                            const std::vector<torch::Tensor>& targets, std::vector<double>* per_task = nullptr);
 
-// Learning rate at optimizer step `step` (0-based): linear warm-up from 0 over n_epoch_warmup
-// epochs, then cosine from lr to 0.001 * lr at the end of n_epoch.
+// Learning rate of the optimizer step that follows `step` steps taken (0-based), as the
+// reference's adjust_learning_rate(step = s) with s = step + 1 (SPEC §1.4): lr * s / warmup_steps
+// while s < warmup_steps (n_epoch_warmup epochs), then cosine from lr down to 0.001 * lr at s =
+// n_epoch epochs of steps.
 double lr_at(const TrainOptions& opt, int64_t step, int64_t steps_per_epoch);
 
 // AdamW over every parameter with the configured weight decay (the reference decays all of them).

@@ -67,7 +67,9 @@ torch::Tensor loss_compute(const std::vector<Task>& tasks, double eps, const std
 double lr_at(const TrainOptions& opt, int64_t step, int64_t steps_per_epoch) {
     const double warmup = static_cast<double>(opt.n_epoch_warmup * steps_per_epoch);
     const double total = static_cast<double>(opt.n_epoch * steps_per_epoch);
-    const double s = static_cast<double>(step);
+    // The reference's adjust_learning_rate is called with data_it + 1: the first optimizer step
+    // already runs at lr / warmup_steps rather than 0.
+    const double s = static_cast<double>(step + 1);
     if (s < warmup) return opt.lr * s / warmup;
     const double min_lr = 0.001 * opt.lr;
     const double progress = total > warmup ? std::min(1.0, (s - warmup) / (total - warmup)) : 1.0;

@@ -23,19 +23,23 @@ std::vector<Example> random_examples(const Config& cfg, uint64_t seed) {
 
 }  // namespace
 
-TEST(Step, LearningRateWarmsUpThenFollowsCosine) {
+TEST(Step, LearningRateFollowsTheReferenceSchedule) {
+    // adjust_learning_rate(step = s) of the reference, s counted from 1 (SPEC §1.4): the first
+    // optimizer step already moves the weights.
     Config c;
     c.train.lr = 1e-3;
     c.train.n_epoch = 10;
     c.train.n_epoch_warmup = 2;
-    const int64_t spe = 5;
-    EXPECT_DOUBLE_EQ(lr_at(c.train, 0, spe), 0.0);
-    EXPECT_NEAR(lr_at(c.train, 5, spe), 0.5e-3, 1e-12);
-    EXPECT_NEAR(lr_at(c.train, 10, spe), 1e-3, 1e-12);
-    EXPECT_NEAR(lr_at(c.train, 30, spe), 0.5 * (1e-3 + 1e-6), 1e-12);  // half way through the cosine
-    EXPECT_NEAR(lr_at(c.train, 50, spe), 1e-6, 1e-12);                 // 0.001 * lr at the end
+    const int64_t spe = 5;  // 10 warm-up steps, 50 in all
+    EXPECT_NEAR(lr_at(c.train, 0, spe), 1e-4, 1e-15);   // s = 1: lr * 1 / 10
+    EXPECT_NEAR(lr_at(c.train, 4, spe), 0.5e-3, 1e-15);  // s = 5
+    EXPECT_NEAR(lr_at(c.train, 8, spe), 0.9e-3, 1e-15);  // s = 9, the last warm-up step
+    EXPECT_NEAR(lr_at(c.train, 9, spe), 1e-3, 1e-15);    // s = 10: the cosine starts at lr
+    EXPECT_NEAR(lr_at(c.train, 29, spe), 0.5 * (1e-3 + 1e-6), 1e-15);  // s = 30: half way through the cosine
+    EXPECT_NEAR(lr_at(c.train, 49, spe), 1e-6, 1e-15);                 // s = 50: 0.001 * lr at the end
     c.train.n_epoch_warmup = 0;
-    EXPECT_NEAR(lr_at(c.train, 0, spe), 1e-3, 1e-12);
+    const double q = 0.5 * (1 + std::cos(M_PI * 1 / 50.0));
+    EXPECT_NEAR(lr_at(c.train, 0, spe), 1e-3 * q + 1e-6 * (1 - q), 1e-15);
 }
 
 TEST(Step, LossIsMeanOfTaskLosses) {
@@ -65,14 +69,17 @@ TEST(Step, TrainStepFollowsTheScheduleAndCountsSteps) {
     std::mt19937_64 rng(2);
     StepCounter counter{0, 4};
     const auto before = net->named_parameters()["transf.crs_attn.q"].clone();
-    // Step 0 of a warm-up has learning rate 0: AdamW then changes nothing but weight decay (also 0).
+    const auto lr_of = [&] { return static_cast<torch::optim::AdamWOptions&>(opt->param_groups()[0].options()).lr(); };
+    // The first step of a warm-up of 4 steps runs at lr / 4, as the reference's (its step counts
+    // from 1), so it already moves the weights.
     const double loss = train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter);
     EXPECT_TRUE(std::isfinite(loss));
     EXPECT_EQ(counter.step, 1);
-    EXPECT_TRUE(torch::equal(before, net->named_parameters()["transf.crs_attn.q"]));
+    EXPECT_DOUBLE_EQ(lr_of(), cfg.train.lr / 4);
+    EXPECT_FALSE(torch::equal(before, net->named_parameters()["transf.crs_attn.q"]));
     train_step(net, *opt, cfg, examples, torch::kCPU, rng, counter);
     EXPECT_EQ(counter.step, 2);
-    EXPECT_FALSE(torch::equal(before, net->named_parameters()["transf.crs_attn.q"]));
+    EXPECT_DOUBLE_EQ(lr_of(), cfg.train.lr / 2);
     EXPECT_TRUE(net->is_training());
 }
 
