@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -9,11 +10,40 @@
 #include <map>
 
 #include "command.h"
+#include "ips/config.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
 
 namespace ips::cli {
 namespace {
+
+// The chance level of each task's metric, keyed as the series are ("<task> <metric>"), from the
+// run's config.yaml beside metrics.jsonl: a uniform guess among n_class classes for accuracy,
+// 0.5 for ROC AUC, and for multi-label exact match 2^-n_class (the chance of guessing all n_class
+// outputs right). Empty, with a note, when the run's config cannot be read.
+std::map<std::string, double> chance_levels(const std::string& metrics_path) {
+    std::map<std::string, double> out;
+    const auto config = std::filesystem::path(metrics_path).parent_path() / "config.yaml";
+    std::error_code ec;
+    if (!std::filesystem::exists(config, ec)) {
+        std::fprintf(stderr, "note: no %s, so no chance levels are drawn\n", config.c_str());
+        return out;
+    }
+    try {
+        std::vector<std::string> ignored;
+        const Config cfg = config_load(config.string(), {}, &ignored);
+        const double k = static_cast<double>(cfg.model.n_class);
+        for (const auto& t : cfg.model.tasks) {
+            const double level = t.metric == Metric::auc ? 0.5
+                                 : t.metric == Metric::multilabel_accuracy ? std::pow(2.0, -k)
+                                                                            : 1.0 / k;
+            out[t.name + " " + metric_name(t.metric)] = level;
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "note: no chance levels drawn: %s\n", e.what());
+    }
+    return out;
+}
 
 void plot_setup(CLI::App* sub) {
     auto metrics = std::make_shared<std::string>();
@@ -63,7 +93,11 @@ void plot_setup(CLI::App* sub) {
         }
         if (losses[0].values.empty()) throw std::runtime_error(*metrics + ": no epochs (an empty metrics file)");
         std::vector<Series> metric_series;
-        for (const auto& k : task_order) metric_series.push_back(task_metrics[k]);
+        const auto chance = chance_levels(*metrics);
+        for (const auto& k : task_order) {
+            metric_series.push_back(task_metrics[k]);
+            if (chance.count(k)) metric_series.back().chance = chance.at(k);
+        }
         // Metrics (0..1) above, losses below: one picture, two scales.
         auto top = curve_render(metric_series, "test metrics per epoch");
         auto bottom = curve_render(losses, "loss per epoch");

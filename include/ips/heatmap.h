@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <array>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -36,10 +37,14 @@ torch::Tensor heatmap_thumbnail_render(const torch::Tensor& thumb, const torch::
 torch::Tensor gallery_render(const std::vector<torch::Tensor>& patches, const std::vector<std::string>& captions,
                              int64_t side = 160, int64_t cols = 4);
 
-// A line chart of one or more series over epochs, [3, H, W] uint8, with axis ticks labelled.
+// A line chart of one or more series over epochs, [3, H, W] uint8, with both axes' ticks labelled
+// (epochs 1, 2, ... or every k-th when there are many).
 struct Series {
     std::string name;
     std::vector<double> values;  // one per epoch
+    // A faint dashed line in the series' colour at this level, e.g. the chance level of a task's
+    // metric, so that a curve stuck at chance reads as such at a glance (NaN: none).
+    double chance = std::numeric_limits<double>::quiet_NaN();
 };
 torch::Tensor curve_render(const std::vector<Series>& series, const std::string& title, int64_t width = 800,
                            int64_t height = 480);

@@ -170,14 +170,23 @@ torch::Tensor curve_render(const std::vector<Series>& series, const std::string&
     rect_fill(canvas, left, top, left + 2, top + ph, ink, 1);
     rect_fill(canvas, left, top + ph, left + pw, top + ph + 2, ink, 1);
     text_draw(canvas, title, left, 10, ink, 90);
-    char xlabel[64];
-    std::snprintf(xlabel, sizeof xlabel, "epoch (1 .. %zu)", n);
-    text_draw(canvas, xlabel, left + pw / 2 - 40, top + ph + 15, ink);
+    auto px = [&](double i) { return left + static_cast<int64_t>(std::llround(n > 1 ? pw * i / (n - 1) : pw / 2)); };
+    auto py = [&](double val) { return top + ph - static_cast<int64_t>(std::llround(ph * (val - lo) / (hi - lo))); };
+    // Epoch ticks: every epoch up to 20, otherwise a step that keeps about ten labels.
+    const size_t every = n <= 20 ? 1 : (n + 9) / 10;
+    for (size_t e = 0; e < n; e += every) {
+        const int64_t x = px(static_cast<double>(e));
+        rect_fill(canvas, x, top + ph, x + 1, top + ph + 6, ink, 1);
+        const std::string label = std::to_string(e + 1);
+        text_draw(canvas, label, x - 4 * static_cast<int64_t>(label.size()), top + ph + 8, ink);
+    }
+    text_draw(canvas, "epoch", left + pw / 2 - 20, top + ph + 28, ink);
     for (size_t s = 0; s < series.size(); ++s) {
         auto c = colour(ramp(series.size() > 1 ? static_cast<double>(s) / (series.size() - 1) : 0.0));
+        const double chance = series[s].chance;
+        if (std::isfinite(chance) && chance >= lo && chance <= hi)
+            for (int64_t x = left + 2; x < left + pw; x += 12) rect_fill(canvas, x, py(chance), x + 6, py(chance) + 2, c, 0.35f);
         const auto& v = series[s].values;
-        auto px = [&](double i) { return left + static_cast<int64_t>(std::llround(n > 1 ? pw * i / (n - 1) : pw / 2)); };
-        auto py = [&](double val) { return top + ph - static_cast<int64_t>(std::llround(ph * (val - lo) / (hi - lo))); };
         for (size_t i = 0; i < v.size(); ++i) {
             if (!std::isfinite(v[i])) continue;
             rect_fill(canvas, px(i) - 3, py(v[i]) - 3, px(i) + 4, py(v[i]) + 4, c, 1);
@@ -194,6 +203,11 @@ torch::Tensor curve_render(const std::vector<Series>& series, const std::string&
         const int64_t ly = top + 10 + static_cast<int64_t>(s) * 22;
         rect_fill(canvas, left + pw + 15, ly, left + pw + 35, ly + 4, c, 1);
         text_draw(canvas, series[s].name, left + pw + 42, ly - 7, ink);
+    }
+    if (std::any_of(series.begin(), series.end(), [](const Series& s) { return std::isfinite(s.chance); })) {
+        const int64_t ly = top + 10 + static_cast<int64_t>(series.size()) * 22;
+        for (int64_t x = left + pw + 15; x < left + pw + 35; x += 12) rect_fill(canvas, x, ly, x + 6, ly + 2, ink, 0.35f);
+        text_draw(canvas, "chance level", left + pw + 42, ly - 7, ink);
     }
     return canvas.clamp(0, 255).to(torch::kUInt8);
 }

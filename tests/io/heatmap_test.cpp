@@ -111,3 +111,24 @@ TEST(Heatmap, CurveRenderShapeAndSeriesPoints) {
     EXPECT_EQ(curve_render({}, "empty").sizes(), (std::vector<int64_t>{3, 480, 800}));
     EXPECT_EQ(curve_render({{"nan", {std::nan(""), 0.5}}}, "gaps").sizes(), (std::vector<int64_t>{3, 480, 800}));
 }
+
+TEST(Heatmap, CurveRenderMarksEpochsAndChanceLevels) {
+    // Three epochs at 0.9 with chance at 0.1: the plot area is x in [70, 570], y in [40, 430], so
+    // chance sits at y = 430 - 0.1 * 390 = 391, drawn as dashes 6 px on, 6 off, from x = 72 in the
+    // series' colour (blue) at 35 % over white; epoch ticks hang below the x axis at 70, 320, 570.
+    Series s{"majority accuracy", {0.9, 0.9, 0.9}};
+    s.chance = 0.1;
+    const auto img = curve_render({s}, "acc");
+    auto pixel = [&](int64_t x, int64_t y) {
+        return std::vector<int64_t>{img[0][y][x].item<int64_t>(), img[1][y][x].item<int64_t>(), img[2][y][x].item<int64_t>()};
+    };
+    const std::vector<int64_t> faint_blue{165, 165, 210}, white{255, 255, 255}, ink{60, 60, 60};
+    EXPECT_EQ(pixel(74, 391), faint_blue);
+    EXPECT_EQ(pixel(80, 391), white);  // the gap of the dash
+    EXPECT_EQ(pixel(302, 391), faint_blue);
+    EXPECT_EQ(pixel(320, 434), ink);   // the tick of epoch 2
+    EXPECT_EQ(pixel(200, 434), white);
+    // Without a chance level nothing is drawn there.
+    const auto none = curve_render({{"majority accuracy", {0.9, 0.9, 0.9}}}, "acc");
+    EXPECT_EQ(none[2][391][74].item<int64_t>(), 255);
+}
