@@ -343,6 +343,11 @@ std::vector<torch::Tensor> IPSNetImpl::probabilities(const std::vector<torch::Te
     return probs;
 }
 
+void attention_keys_zero(IPSNet& net) {
+    torch::NoGradGuard no_grad;
+    net->transf->crs_attn->k_w->weight.zero_();
+}
+
 int64_t parameter_count(torch::nn::Module& module) {
     int64_t n = 0;
     for (const auto& p : module.parameters()) n += p.numel();

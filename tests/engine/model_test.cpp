@@ -121,3 +121,20 @@ TEST(Model, FoldedTrunkEqualsEvalForward) {
         EXPECT_LT(rel, 1e-5) << encoder_type_name(type) << " " << blocks << " blocks";
     }
 }
+
+TEST(Model, ZeroKeysGiveUniformAttentionAndStillLearn) {
+    Config cfg = test::tiny_bag_config(/*N=*/12, /*M=*/4, /*I=*/4);
+    IPSNet net = net_make(cfg.model, cfg.compute, 3);
+    attention_keys_zero(net);
+    net->eval();
+    torch::NoGradGuard no_grad;
+    const auto scores = net->transf->crs_attn->scores(net->embed(torch::randn({12, cfg.model.n_chan_in})).unsqueeze(0), {});
+    EXPECT_TRUE(torch::allclose(scores, torch::full({1, 12}, 1.0 / 12))) << scores;
+    // The keys' gradient is not zero: the random query projection carries it.
+    torch::GradMode::set_enabled(true);
+    net->train();
+    auto x = torch::randn({2, 4, cfg.model.n_chan_in});
+    auto logits = net->forward(x, torch::zeros({2, 4}, torch::kLong), {});
+    logits[0].logsumexp(-1).sum().backward();
+    EXPECT_GT(net->transf->crs_attn->k_w->weight.grad().abs().max().item<double>(), 0);
+}
