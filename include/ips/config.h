@@ -61,6 +61,10 @@ struct ModelOptions {
     int D_inner = 512;
     double attn_dropout = 0.1;
     double dropout = 0.1;
+    // A training run from scratch starts with the aggregator's keys at zero (attention_keys_zero,
+    // model.h): its first selections are the shuffle's unbiased draw instead of a random ranking.
+    // Off by default, as the reference initialises them at random; the demo turns it on.
+    bool zero_keys = false;
     int n_class = 10;
     std::vector<Task> tasks;
 };

@@ -107,11 +107,13 @@ int64_t parameter_count(torch::nn::Module& module);
 
 // Zeroes the aggregator's key projection: every patch then gets the same attention logit, and a
 // training run's first selections are the patch shuffle's unbiased draw. Training from scratch
-// starts so (train_run). Random keys rank patches along one random direction of the embedding;
+// starts so with the config key zero_keys (train_run). Random keys rank patches along one random direction of the embedding;
 // with a pre-trained encoder that direction can rank every digit last, and a selection that never
 // keeps an informative patch gives the aggregator nothing to learn from: the demo's stuck seeds
 // (docs/DEMO.md). The keys' first gradient is not zero, as the query projection is random.
-// net_make keeps random keys, so that an untrained net still ranks patches (tests, benchmarks).
+// Off by default: the reference's keys are random, and with zero keys the scores of the first
+// steps are nearly equal, so rounding can decide selections (the distributed tests' 1-rank and
+// 2-rank runs of 4 steps then differed by 6e-5 relative, where they agree within 1e-5).
 void attention_keys_zero(IPSNet& net);
 
 // Seeds libtorch's generator with `seed` and builds the net: the same seed, the same weights.

@@ -207,6 +207,7 @@ const std::vector<KeySpec>& key_table() {
         field_key("D_inner", &C::model, &Mo::D_inner),
         field_key("attn_dropout", &C::model, &Mo::attn_dropout),
         field_key("dropout", &C::model, &Mo::dropout),
+        field_key("zero_keys", &C::model, &Mo::zero_keys),
         {"tasks", tasks_read, tasks_write},
     };
     return table;

@@ -157,7 +157,7 @@ void run_open(Run& run) {
     } else if (!run.opt.init_weights.empty()) {
         weights_load(run.opt.init_weights, run.net);
     } else {
-        attention_keys_zero(run.net);
+        if (cfg.model.zero_keys) attention_keys_zero(run.net);
         initial_weights_apply(run.net);
     }
     net_to(run.net, run.opt.device);
