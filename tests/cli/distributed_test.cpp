@@ -31,6 +31,14 @@ const std::string kBin = IPS_BINARY;
 const std::string kImage = kDir + "/tests/fixtures/tiny_synthetic.yaml --device cpu --threads 1 --quiet --set shuffle=false "
                                   "--set dropout=0 --set attn_dropout=0 --set n_train=5 --set sync_bn=true";
 
+// How far the image runs' models may drift between 1 and 2 ranks (largest ||a - b|| / ||b|| over the
+// tensors): the trunk's BatchNorm biases have gradients that are sums over patches that nearly
+// cancel, and Adam scales the ranks' different rounding of them to steps of up to ±lr. Since the
+// schedule counts steps from 1 as the reference's does, all 4 steps move the weights (the first
+// ran at lr 0 before), and the BatchNorm biases (encoder.1.bias, encoder.4.0.bn2.bias, encoder.5.0.bn1.bias)
+// reach 1.0-1.1e-5 where the bound was 1e-5; encoder.0.weight, the largest weight difference, 8.5e-7.
+constexpr double kImageModelTol = 3e-5;
+
 // The torchrun environment by hand: `world` processes in the background, then wait for all.
 std::string env_launch(int world, int port, const std::string& args) {
     std::string cmd = "(";
@@ -49,11 +57,11 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
     auto two = ips_run("train " + kImage + " --nproc-per-node 2 --out " + dir / "two");
     ASSERT_EQ(two.code, 0) << two.output;
     EXPECT_NE(two.output.find("x 2 ranks"), std::string::npos) << two.output;
-    runs_expect_equal(dir.path / "one", dir.path / "two");
+    runs_expect_equal(dir.path / "one", dir.path / "two", {}, 0, 1e-5, kImageModelTol);
 
     auto env = command_run(env_launch(2, ips::test::port_free(), "train " + kImage + " --out " + dir / "env"));
     ASSERT_EQ(env.code, 0) << env.output;
-    runs_expect_equal(dir.path / "one", dir.path / "env");
+    runs_expect_equal(dir.path / "one", dir.path / "env", {}, 0, 1e-5, kImageModelTol);
 
     // torchrun's own code (tests/peer/torchrun.py: Debian's 2.6 needs its store on the classic
     // transport). -r 1 -t 1: 1.13's torchrun fails on Python 3.11 with its default "-r 0"
@@ -62,7 +70,7 @@ TEST(Distributed, ImageRunWithSyncBatchNormEqualsOneProcessHowEverStarted) {
                                 "--master_port " + std::to_string(ips::test::port_free()) + " --no_python " + kBin + " train " +
                                 kImage + " --out " + dir / "torchrun");
     ASSERT_EQ(torchrun.code, 0) << torchrun.output;
-    runs_expect_equal(dir.path / "one", dir.path / "torchrun");
+    runs_expect_equal(dir.path / "one", dir.path / "torchrun", {}, 0, 1e-5, kImageModelTol);
 }
 
 // The projector's BatchNorm1d sees every rank's patches only with sync_bn; without it each rank
@@ -106,7 +114,7 @@ TEST(Distributed, CheckpointOfTwoRanksResumesOnOne) {
     ASSERT_EQ(first.code, 0) << first.output;
     auto rest = ips_run("train " + kImage + " --resume --out " + dir / "mixed");
     ASSERT_EQ(rest.code, 0) << rest.output;
-    runs_expect_equal(dir.path / "one", dir.path / "mixed");
+    runs_expect_equal(dir.path / "one", dir.path / "mixed", {}, 0, 1e-5, kImageModelTol);
     // And back: one rank's checkpoint on four.
     auto four = ips_run("train " + kImage + " --set n_epoch=3 --nproc-per-node 4 --resume --out " + dir / "mixed");
     ASSERT_EQ(four.code, 0) << four.output;
