@@ -36,8 +36,9 @@ const std::string kImage = kDir + "/tests/fixtures/tiny_synthetic.yaml --device 
 // cancel, and Adam scales the ranks' different rounding of them to steps of up to ±lr. Since the
 // schedule counts steps from 1 as the reference's does, all 4 steps move the weights (the first
 // ran at lr 0 before), and the BatchNorm biases (encoder.1.bias, encoder.4.0.bn2.bias, encoder.5.0.bn1.bias)
-// reach 1.0-1.1e-5 where the bound was 1e-5; encoder.0.weight, the largest weight difference, 8.5e-7.
-constexpr double kImageModelTol = 3e-5;
+// reach 1.0-1.1e-5 where the bound was 1e-5 (libtorch 2.6: encoder.1.bias 3.2e-5); encoder.0.weight,
+// the largest weight difference, 8.5e-7 (2.6: 1.8e-6).
+constexpr double kImageModelTol = 1e-4;
 
 // The torchrun environment by hand: `world` processes in the background, then wait for all.
 std::string env_launch(int world, int port, const std::string& args) {
