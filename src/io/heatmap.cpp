@@ -68,6 +68,11 @@ void text_draw(torch::Tensor& canvas, const std::string& text, int64_t x, int64_
     region.mul_(1 - m).add_(c * m);
 }
 
+// A faint dashed line 2 px high from x0 to x1 at y: 6 px on, 6 off.
+void dashes_draw(torch::Tensor& canvas, int64_t x0, int64_t x1, int64_t y, const torch::Tensor& c) {
+    for (int64_t x = x0; x < x1; x += 12) rect_fill(canvas, x, y, x + 6, y + 2, c, 0.35f);
+}
+
 std::string number(double v) {
     char s[32];
     std::snprintf(s, sizeof s, "%.3g", v);
@@ -185,7 +190,7 @@ torch::Tensor curve_render(const std::vector<Series>& series, const std::string&
         auto c = colour(ramp(series.size() > 1 ? static_cast<double>(s) / (series.size() - 1) : 0.0));
         const double chance = series[s].chance;
         if (std::isfinite(chance) && chance >= lo && chance <= hi)
-            for (int64_t x = left + 2; x < left + pw; x += 12) rect_fill(canvas, x, py(chance), x + 6, py(chance) + 2, c, 0.35f);
+            dashes_draw(canvas, left + 2, left + pw, py(chance), c);
         const auto& v = series[s].values;
         for (size_t i = 0; i < v.size(); ++i) {
             if (!std::isfinite(v[i])) continue;
@@ -206,7 +211,7 @@ torch::Tensor curve_render(const std::vector<Series>& series, const std::string&
     }
     if (std::any_of(series.begin(), series.end(), [](const Series& s) { return std::isfinite(s.chance); })) {
         const int64_t ly = top + 10 + static_cast<int64_t>(series.size()) * 22;
-        for (int64_t x = left + pw + 15; x < left + pw + 35; x += 12) rect_fill(canvas, x, ly, x + 6, ly + 2, ink, 0.35f);
+        dashes_draw(canvas, left + pw + 15, left + pw + 35, ly, ink);
         text_draw(canvas, "chance level", left + pw + 42, ly - 7, ink);
     }
     return canvas.clamp(0, 255).to(torch::kUInt8);
