@@ -1,4 +1,4 @@
-// Learning: a small Megapixel MNIST from the real digits, trained with `ips train` for 252 optimizer
+// Learning: a small Megapixel MNIST from the real digits, trained with `ips train` for 378 optimizer
 // steps, must reach a stated test accuracy for two seeds. Every other test checks shapes, files and
 // numbers against peers; this one fails when the trainer runs but no longer learns.
 // Recipe and why: tests/fixtures/learning_mnist.yaml.
@@ -25,17 +25,15 @@ using ips::test::CommandResult;
 using ips::test::ips_run;
 
 // The bar on the final test accuracy of `majority` (500 test images; chance 0.10). Measured on a
-// 2-core VM, libtorch 1.13, with other jobs on the cores: seed 0 0.802, seed 1 0.782 (seeds 2-4 of
-// the same pipeline on 250 test images: 0.78, 0.78, 0.73). Broken trainers, seed 0 / seed 1:
-//  * selection keeps the M lowest-scoring patches (topk largest=false):          0.512 / 0.396 fail
-//  * selection pairs its scores with the wrong indices (about a random M of N): 0.624 / 0.602 fail
-//  * learning rate 0 in train_step (the pre-trained encoder alone):             0.138 / 0.126 fail
-//  * selection in train mode (every patch moves the BatchNorm statistics):      0.562 / 0.682 fail (seed 0)
-//  * train forward left in eval mode / eval pass in train mode:   0.764 / 0.672, 0.748 / 0.752 pass;
-//    those two learn about as well here, and tests/engine (Select.RestoresTrainingMode,
-//    Step.InferStepIsTheForwardOfTheSelectionInEvalMode) catch them instead.
-// The random-selection margin is the thinnest (0.03): a bar much lower would let it through.
-constexpr double kBar = 0.65;
+// 2-core VM (Intel Xeon, AVX-512), seeds 0-5: libtorch 1.13 0.794 0.786 0.802 0.772 0.746 0.832,
+// libtorch 2.6 0.776 0.764 0.804 0.758 0.762 0.778. Broken trainers, seed 0 / seed 1 (1.13):
+//  * selection keeps the M lowest-scoring patches (topk largest=false):          0.506 / 0.412 fail
+//  * selection scores replaced by random numbers (a random M of N):              0.650 / 0.636 fail
+//  * learning rate 0 in train_step (the pre-trained encoder alone):             0.138 / 0.130 fail
+//  * selection in train mode (every patch moves the BatchNorm statistics):      0.544 / 0.696 fail
+// The random-selection and train-mode margins are the thinnest (0.05, 0.004 on seed 1): a bar much
+// lower would let them through; the healthy runs' lowest is 0.046 above it.
+constexpr double kBar = 0.70;
 
 struct SeedResult {
     int seed = 0;
@@ -106,7 +104,7 @@ TEST(Learning, MegapixelMnistReachesTheBarForTwoSeeds) {
 
     std::printf("[learning] data: 1000 + 500 images of 96x96 in %.0f s\n", gen_seconds);
     for (const auto& r : results) {
-        std::printf("[learning] seed %d: majority %.3f (best %.3f) after %d epochs (252 steps) in %.0f s "
+        std::printf("[learning] seed %d: majority %.3f (best %.3f) after %d epochs (378 steps) in %.0f s "
                     "(pre-training %.0f s); bar %.2f\n",
                     r.seed, r.last, r.best, r.epochs, r.seconds, r.pretrain_seconds, kBar);
     }
@@ -114,7 +112,7 @@ TEST(Learning, MegapixelMnistReachesTheBarForTwoSeeds) {
     std::fflush(stdout);
     for (const auto& r : results) {
         ASSERT_TRUE(r.ok) << r.log;
-        EXPECT_EQ(r.epochs, 4) << r.log;
+        EXPECT_EQ(r.epochs, 6) << r.log;
         char what[160];
         std::snprintf(what, sizeof what, "seed %d: the final majority accuracy %.3f (best epoch %.3f) is below the bar %.2f",
                       r.seed, r.last, r.best, kBar);
