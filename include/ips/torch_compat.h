@@ -31,6 +31,11 @@ int64_t cuda_peak_bytes(const torch::Device& device);
 // "NVIDIA H200 (139.8 GiB)" per visible CUDA device; empty without CUDA.
 std::vector<std::string> cuda_device_names();
 
+// softmax(q k^T / sqrt(d)) v without masks or dropout; q, k, v: [B, H, T, d] -> [B, H, T, d].
+// The fused kernel (scaled_dot_product_attention: flash / memory-efficient on CUDA, blocked on
+// CPU) from 2.0 on; written out on 1.13, where it holds the [B, H, T, T] weights.
+torch::Tensor attention_sdpa(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+
 }  // namespace ips::compat
 
 // c10d, for distributed.cpp alone (its headers are heavy): a Gloo or NCCL process group is a

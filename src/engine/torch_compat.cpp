@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <cmath>
 #include <cstdio>
 
 // The CUDA allocator's statistics exist only where libtorch was built with CUDA and its headers are
@@ -33,6 +34,17 @@ c10::ScalarType autocast_dtype(c10::DeviceType t) {
 void autocast_dtype_set(c10::DeviceType t, c10::ScalarType d) {
     if (t == c10::DeviceType::CUDA) at::autocast::set_autocast_gpu_dtype(d);
     else at::autocast::set_autocast_cpu_dtype(d);
+}
+#endif
+
+#if IPS_TORCH_AT_LEAST(2, 0)
+torch::Tensor attention_sdpa(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+    return at::scaled_dot_product_attention(q, k, v);
+}
+#else
+torch::Tensor attention_sdpa(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    return torch::softmax(torch::matmul(q * scale, k.transpose(-2, -1)), -1).matmul(v);
 }
 #endif
 

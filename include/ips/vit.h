@@ -1,0 +1,130 @@
+// Vision transformers as timm builds them (the trunks of the pathology foundation models: UNI,
+// Virchow, H-optimus, Prov-GigaPath, Phikon, Kaiko), with timm's state-dict names so that the
+// files users have load as they are: patch_embed.proj, cls_token, reg_token, pos_embed,
+// blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}, norm.
+// Any timm-style ViT is a VitOptions; the named models are presets (vit_preset) that add the
+// transform the model was trained with and what it outputs.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+
+namespace ips {
+
+enum class VitMlp {
+    gelu,           // fc1 -> GELU (erf) -> fc2
+    swiglu_packed,  // fc1 (both halves in one matrix) -> SiLU(first half) * second half -> fc2
+};
+
+enum class VitPool {
+    cls,       // the class token after the final norm: [B, dim]
+    cls_mean,  // concat(class token, mean of the patch tokens, registers left out): [B, 2 dim] (Virchow)
+    mean,      // mean of the patch tokens: [B, dim]
+};
+
+struct VitOptions {
+    int64_t img_size = 224;  // the grid pos_embed holds is img_size / patch_size a side; other
+                             // inputs get it resampled (bicubic, antialiased, as timm does)
+    int64_t patch_size = 16;
+    int64_t in_chans = 3;
+    int64_t dim = 768;
+    int64_t depth = 12;
+    int64_t heads = 12;
+    int64_t mlp_hidden = 3072;  // fc1's output width; for swiglu_packed both halves together
+    VitMlp mlp = VitMlp::gelu;
+    bool class_token = true;
+    int64_t reg_tokens = 0;       // register tokens, after the class token
+    bool no_embed_class = false;  // pos_embed covers the patch tokens only (added before the prefix
+                                  // tokens are joined); otherwise it covers [cls, registers, patches]
+    bool layer_scale = false;     // ls1.gamma / ls2.gamma scale each residual branch
+    bool qkv_bias = true;
+    double eps = 1e-6;            // every LayerNorm (timm 1e-6; Hugging Face ViT configs 1e-12)
+    VitPool pool = VitPool::cls;
+};
+
+// Output width for the options' pooling.
+int64_t vit_out_dim(const VitOptions& o);
+
+struct VitPatchEmbedImpl : torch::nn::Module {
+    VitPatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size);
+    torch::Tensor forward(const torch::Tensor& x);  // [B, C, H, W] -> [B, (H/p)(W/p), dim], row-major grid
+    torch::nn::Conv2d proj{nullptr};
+};
+TORCH_MODULE(VitPatchEmbed);
+
+struct VitLayerScaleImpl : torch::nn::Module {
+    explicit VitLayerScaleImpl(int64_t dim);
+    torch::Tensor forward(const torch::Tensor& x) { return x * gamma; }
+    torch::Tensor gamma;  // [dim]
+};
+TORCH_MODULE(VitLayerScale);
+
+struct VitAttentionImpl : torch::nn::Module {
+    VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias);
+    torch::Tensor forward(const torch::Tensor& x);  // [B, T, dim] -> [B, T, dim]
+    int64_t heads;
+    torch::nn::Linear qkv{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(VitAttention);
+
+struct VitMlpBlockImpl : torch::nn::Module {
+    VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind);
+    torch::Tensor forward(const torch::Tensor& x);  // [B, T, dim] -> [B, T, dim]
+    VitMlp kind;
+    torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(VitMlpBlock);
+
+struct VitBlockImpl : torch::nn::Module {
+    explicit VitBlockImpl(const VitOptions& o);
+    torch::Tensor forward(torch::Tensor x);  // [B, T, dim] -> [B, T, dim]
+    torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+    VitAttention attn{nullptr};
+    VitMlpBlock mlp{nullptr};
+    VitLayerScale ls1{nullptr}, ls2{nullptr};  // null without layer_scale
+};
+TORCH_MODULE(VitBlock);
+
+struct VitImpl : torch::nn::Module {
+    explicit VitImpl(const VitOptions& o);
+    // [B, C, H, W] (H and W multiples of patch_size) -> every token after the final norm:
+    // [B, prefix + (H/p)(W/p), dim], prefix = class token + registers.
+    torch::Tensor tokens(const torch::Tensor& x);
+    // [B, C, H, W] -> [B, vit_out_dim(opt)]
+    torch::Tensor forward(const torch::Tensor& x);
+    int64_t prefix_tokens() const { return (opt.class_token ? 1 : 0) + opt.reg_tokens; }
+
+    VitOptions opt;
+    VitPatchEmbed patch_embed{nullptr};
+    torch::Tensor cls_token, reg_token, pos_embed;  // [1, 1, dim], [1, R, dim], [1, L, dim]
+    torch::nn::ModuleList blocks{nullptr};
+    torch::nn::LayerNorm norm{nullptr};
+};
+TORCH_MODULE(Vit);
+
+// pos_embed's patch part on a grid of `grid` (rows, columns) instead of its own square one:
+// bicubic, antialiased, align_corners false, in float32, as timm's resample_abs_pos_embed.
+// pos: [1, prefix + g*g, dim] -> [1, prefix + rows*cols, dim]; the prefix rows are kept.
+torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols);
+
+// A named foundation model: its architecture, the transform its authors use and its output.
+struct VitPreset {
+    std::string name;         // "uni", "virchow2", ...
+    std::string weights_from; // where users get the file (its usual name), for messages and docs
+    VitOptions vit;
+    bool hf_vit_keys = false;  // the file is in Hugging Face ViTModel's layout (vit_weights.h)
+    int64_t input_size = 224;  // the side the model sees
+    int64_t resize = 224;      // shorter side resized to this first, then a centre crop of input_size
+    bool bicubic = false;      // the resize's interpolation (torchvision's default is bilinear)
+    std::vector<double> mean, std;  // per channel, applied to [0, 1] pixels
+    double mpp = 0.5;          // µm per pixel of the tiles it was trained on (20x)
+};
+
+// Every preset, in a stable order; vit_preset throws naming the known ones for an unknown name.
+const std::vector<VitPreset>& vit_presets();
+const VitPreset& vit_preset(const std::string& name);
+
+}  // namespace ips

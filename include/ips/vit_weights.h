@@ -1,0 +1,30 @@
+// ViT weight files (vit.h) as users have them: timm's layout, Hugging Face's ViTModel layout,
+// and the prefixes model repositories put around a trunk; torch.save or safetensors files.
+#pragma once
+
+#include <string>
+
+#include "ips/torch_file.h"
+#include "ips/vit.h"
+
+namespace ips {
+
+// The key layouts weight files come in, mapped onto timm's names.
+enum class VitKeys {
+    automatic,    // told apart by their keys
+    timm,         // as the module names them (UNI, Virchow, H-optimus, GigaPath, Kaiko files)
+    hf_vit,       // Hugging Face ViTModel: embeddings.*, encoder.layer.N.attention.attention.{query,key,value} (Phikon)
+};
+
+// The state dict in timm's names: Hugging Face's separate query/key/value become one qkv; the
+// prefixes a file puts around the trunk ("module.", "model.", "visual.trunk.", "trunk.", "vit.")
+// are dropped, and so are entries outside the trunk: a classifier head (head.*), Hugging Face's
+// pooler and mask token. `layout` automatic tells Hugging Face files by their embeddings.* keys.
+NamedTensors vit_keys_timm(const NamedTensors& sd, VitKeys layout = VitKeys::automatic);
+
+// Loads a weight file (torch.save or safetensors, through weights_read) into the trunk, strictly:
+// a file that does not fit names its missing, unexpected and mis-shaped keys and the file.
+// Half and bfloat16 weights are converted to the module's dtype.
+void vit_load(Vit& vit, const std::string& path, VitKeys layout = VitKeys::automatic);
+
+}  // namespace ips

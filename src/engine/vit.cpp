@@ -1,0 +1,222 @@
+#include "ips/vit.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "ips/torch_compat.h"
+
+namespace ips {
+
+int64_t vit_out_dim(const VitOptions& o) { return o.pool == VitPool::cls_mean ? 2 * o.dim : o.dim; }
+
+VitPatchEmbedImpl::VitPatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size) {
+    proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch_size).stride(patch_size)));
+}
+
+torch::Tensor VitPatchEmbedImpl::forward(const torch::Tensor& x) {
+    return proj->forward(x).flatten(2).transpose(1, 2);
+}
+
+VitLayerScaleImpl::VitLayerScaleImpl(int64_t dim) {
+    gamma = register_parameter("gamma", torch::full({dim}, 1e-5));  // timm's init_values of these models
+}
+
+VitAttentionImpl::VitAttentionImpl(int64_t dim, int64_t heads, bool qkv_bias) : heads(heads) {
+    if (dim % heads != 0)
+        throw std::invalid_argument("vit: dim " + std::to_string(dim) + " is not a multiple of heads " + std::to_string(heads));
+    qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(dim, 3 * dim).bias(qkv_bias)));
+    proj = register_module("proj", torch::nn::Linear(dim, dim));
+}
+
+torch::Tensor VitAttentionImpl::forward(const torch::Tensor& x) {
+    const int64_t B = x.size(0), T = x.size(1), D = x.size(2);
+    auto qkv_ = qkv->forward(x).reshape({B, T, 3, heads, D / heads}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, d]
+    auto out = compat::attention_sdpa(qkv_[0], qkv_[1], qkv_[2]);  // [B, H, T, d]
+    return proj->forward(out.transpose(1, 2).reshape({B, T, D}));
+}
+
+VitMlpBlockImpl::VitMlpBlockImpl(int64_t dim, int64_t hidden, VitMlp kind) : kind(kind) {
+    if (kind == VitMlp::swiglu_packed && hidden % 2 != 0)
+        throw std::invalid_argument("vit: a packed SwiGLU needs an even fc1 width, not " + std::to_string(hidden));
+    fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", torch::nn::Linear(kind == VitMlp::swiglu_packed ? hidden / 2 : hidden, dim));
+}
+
+torch::Tensor VitMlpBlockImpl::forward(const torch::Tensor& x) {
+    auto h = fc1->forward(x);
+    if (kind == VitMlp::gelu) return fc2->forward(torch::gelu(h));
+    auto halves = h.chunk(2, -1);
+    return fc2->forward(torch::silu(halves[0]) * halves[1]);
+}
+
+VitBlockImpl::VitBlockImpl(const VitOptions& o) {
+    auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(o.eps)); };
+    // Registration order is timm's, so state_dict_of lists the keys as timm's state_dict does.
+    norm1 = register_module("norm1", ln());
+    attn = register_module("attn", VitAttention(o.dim, o.heads, o.qkv_bias));
+    if (o.layer_scale) ls1 = register_module("ls1", VitLayerScale(o.dim));
+    norm2 = register_module("norm2", ln());
+    mlp = register_module("mlp", VitMlpBlock(o.dim, o.mlp_hidden, o.mlp));
+    if (o.layer_scale) ls2 = register_module("ls2", VitLayerScale(o.dim));
+}
+
+torch::Tensor VitBlockImpl::forward(torch::Tensor x) {
+    auto a = attn->forward(norm1->forward(x));
+    x = x + (ls1 ? ls1->forward(a) : a);
+    auto m = mlp->forward(norm2->forward(x));
+    return x + (ls2 ? ls2->forward(m) : m);
+}
+
+VitImpl::VitImpl(const VitOptions& o) : opt(o) {
+    if (o.img_size % o.patch_size != 0)
+        throw std::invalid_argument("vit: img_size " + std::to_string(o.img_size) + " is not a multiple of patch_size " +
+                                    std::to_string(o.patch_size));
+    if (o.pool == VitPool::cls || o.pool == VitPool::cls_mean) {
+        if (!o.class_token) throw std::invalid_argument("vit: pooling by the class token needs class_token");
+    }
+    const int64_t grid = o.img_size / o.patch_size;
+    patch_embed = register_module("patch_embed", VitPatchEmbed(o.in_chans, o.dim, o.patch_size));
+    if (o.class_token) cls_token = register_parameter("cls_token", torch::randn({1, 1, o.dim}) * 1e-6);
+    if (o.reg_tokens > 0) reg_token = register_parameter("reg_token", torch::randn({1, o.reg_tokens, o.dim}) * 1e-6);
+    const int64_t pos_len = grid * grid + (o.no_embed_class ? 0 : prefix_tokens());
+    pos_embed = register_parameter("pos_embed", torch::randn({1, pos_len, o.dim}) * 0.02);
+    blocks = register_module("blocks", torch::nn::ModuleList());
+    for (int64_t k = 0; k < o.depth; ++k) blocks->push_back(VitBlock(o));
+    norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(o.eps)));
+}
+
+torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols) {
+    const int64_t n = pos.size(1) - prefix, dim = pos.size(2);
+    const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+    if (g * g != n) throw std::invalid_argument("vit: pos_embed holds " + std::to_string(n) + " patch positions, not a square grid");
+    if (g == rows && g == cols) return pos;
+    namespace F = torch::nn::functional;
+    auto grid = pos.slice(1, prefix).reshape({1, g, g, dim}).permute({0, 3, 1, 2}).to(torch::kFloat32);
+    grid = F::interpolate(grid, F::InterpolateFuncOptions()
+                                    .size(std::vector<int64_t>{rows, cols})
+                                    .mode(torch::kBicubic)
+                                    .align_corners(false)
+                                    .antialias(true));
+    grid = grid.permute({0, 2, 3, 1}).reshape({1, rows * cols, dim}).to(pos.scalar_type());
+    return prefix > 0 ? torch::cat({pos.slice(1, 0, prefix), grid}, 1) : grid;
+}
+
+torch::Tensor VitImpl::tokens(const torch::Tensor& x) {
+    if (x.dim() != 4 || x.size(1) != opt.in_chans || x.size(2) % opt.patch_size != 0 || x.size(3) % opt.patch_size != 0)
+        throw std::invalid_argument("vit: input must be [B, " + std::to_string(opt.in_chans) + ", H, W] with H and W multiples of " +
+                                    std::to_string(opt.patch_size) + ", got " + c10::str(x.sizes()));
+    const int64_t B = x.size(0), rows = x.size(2) / opt.patch_size, cols = x.size(3) / opt.patch_size;
+    auto t = patch_embed->forward(x);  // [B, rows * cols, dim]
+    const int64_t prefix = opt.no_embed_class ? 0 : prefix_tokens();
+    auto pos = vit_pos_embed_resample(pos_embed, prefix, rows, cols);
+    std::vector<torch::Tensor> parts;
+    if (opt.class_token) parts.push_back(cls_token.expand({B, -1, -1}));
+    if (opt.reg_tokens > 0) parts.push_back(reg_token.expand({B, -1, -1}));
+    if (opt.no_embed_class) {
+        parts.push_back(t + pos);
+        t = torch::cat(parts, 1);
+    } else {
+        parts.push_back(t);
+        t = torch::cat(parts, 1) + pos;
+    }
+    for (const auto& block : *blocks) t = block->as<VitBlock>()->forward(t);
+    return norm->forward(t);
+}
+
+torch::Tensor VitImpl::forward(const torch::Tensor& x) {
+    auto t = tokens(x);
+    auto patches = t.slice(1, prefix_tokens());
+    switch (opt.pool) {
+        case VitPool::cls: return t.select(1, 0);
+        case VitPool::cls_mean: return torch::cat({t.select(1, 0), patches.mean(1)}, -1);
+        case VitPool::mean: return patches.mean(1);
+    }
+    return t.select(1, 0);
+}
+
+// The presets. Architectures as the models' own configs give them (timm model_args in their
+// repositories, TRIDENT's patch_encoder_models/load.py); the transforms as their model cards give them.
+namespace {
+
+const std::vector<double> kImagenetMean{0.485, 0.456, 0.406}, kImagenetStd{0.229, 0.224, 0.225};
+
+VitOptions vit_of(int64_t dim, int64_t depth, int64_t heads, int64_t mlp_hidden, int64_t patch, int64_t img = 224) {
+    VitOptions o;
+    o.dim = dim, o.depth = depth, o.heads = heads, o.mlp_hidden = mlp_hidden, o.patch_size = patch, o.img_size = img;
+    return o;
+}
+
+VitOptions with(VitOptions o, VitMlp mlp, bool layer_scale, int64_t regs, bool no_embed_class, VitPool pool = VitPool::cls) {
+    o.mlp = mlp, o.layer_scale = layer_scale, o.reg_tokens = regs, o.no_embed_class = no_embed_class, o.pool = pool;
+    return o;
+}
+
+std::vector<VitPreset> presets_make() {
+    using M = VitMlp;
+    std::vector<VitPreset> p;
+    auto add = [&](std::string name, std::string from, VitOptions o, std::vector<double> mean, std::vector<double> std,
+                   int64_t resize = 224) {
+        VitPreset v;
+        v.name = std::move(name), v.weights_from = std::move(from), v.vit = o;
+        v.mean = std::move(mean), v.std = std::move(std), v.resize = resize;
+        p.push_back(std::move(v));
+    };
+    // ViT-L/16 with LayerScale.
+    add("uni", "MahmoodLab/UNI pytorch_model.bin", with(vit_of(1024, 24, 16, 4096, 16), M::gelu, true, 0, false),
+        kImagenetMean, kImagenetStd);
+    // 1536 wide, 24 blocks, SwiGLU (fc1 8192 = 1536 x 5.33334), 8 registers outside pos_embed.
+    add("uni2-h", "MahmoodLab/UNI2-h pytorch_model.bin", with(vit_of(1536, 24, 24, 8192, 14), M::swiglu_packed, true, 8, true),
+        kImagenetMean, kImagenetStd);
+    // ViT-H/14, SwiGLU with mlp_ratio 5.3375 (fc1 6832); output concat(CLS, mean of patch tokens).
+    add("virchow", "paige-ai/Virchow pytorch_model.bin",
+        with(vit_of(1280, 32, 16, 6832, 14), M::swiglu_packed, true, 0, false, VitPool::cls_mean), kImagenetMean, kImagenetStd);
+    p.back().bicubic = true;
+    // Virchow2 adds 4 registers, inside pos_embed (no_embed_class false).
+    add("virchow2", "paige-ai/Virchow2 pytorch_model.bin",
+        with(vit_of(1280, 32, 16, 6832, 14), M::swiglu_packed, true, 4, false, VitPool::cls_mean), kImagenetMean, kImagenetStd);
+    p.back().bicubic = true;
+    // ViT-g/14 with 4 registers in the DINOv2 layout; its own normalisation.
+    const std::vector<double> hopt_mean{0.707223, 0.578729, 0.703617}, hopt_std{0.211883, 0.230117, 0.177517};
+    add("h-optimus-0", "bioptimus/H-optimus-0 pytorch_model.bin",
+        with(vit_of(1536, 40, 24, 8192, 14), M::swiglu_packed, true, 4, true), hopt_mean, hopt_std);
+    add("h-optimus-1", "bioptimus/H-optimus-1 pytorch_model.bin",
+        with(vit_of(1536, 40, 24, 8192, 14), M::swiglu_packed, true, 4, true), hopt_mean, hopt_std);
+    // ViT-g at patch 16, class token inside pos_embed; resize 256 then centre crop 224.
+    add("gigapath", "prov-gigapath/prov-gigapath pytorch_model.bin",
+        with(vit_of(1536, 40, 24, 8192, 16), M::swiglu_packed, true, 0, false), kImagenetMean, kImagenetStd, 256);
+    p.back().bicubic = true;
+    // Hugging Face ViTModel (ViT-B/16), LayerNorm eps 1e-12 from its config.
+    {
+        VitOptions o = vit_of(768, 12, 12, 3072, 16);
+        o.eps = 1e-12;
+        add("phikon", "owkin/phikon model.safetensors", o, kImagenetMean, kImagenetStd);
+        p.back().hf_vit_keys = true;
+    }
+    // Kaiko's ViTs (timm names as TRIDENT builds them): S/16 and B/16 plain at 224; L/14 is the
+    // DINOv2 layout with 4 registers and LayerScale, built at 518 (pos_embed 37 x 37) and run at 224.
+    const std::vector<double> half{0.5, 0.5, 0.5};
+    add("kaiko-vits16", "1aurent/vit_small_patch16_224.kaiko_ai_towards_large_pathology_fms model.safetensors",
+        vit_of(384, 12, 6, 1536, 16), half, half);
+    add("kaiko-vitb16", "1aurent/vit_base_patch16_224.kaiko_ai_towards_large_pathology_fms model.safetensors",
+        vit_of(768, 12, 12, 3072, 16), half, half);
+    add("kaiko-vitl14", "1aurent/vit_large_patch14_reg4_dinov2.kaiko_ai_towards_large_pathology_fms model.safetensors",
+        with(vit_of(1024, 24, 16, 4096, 14, 518), M::gelu, true, 4, true), half, half);
+    return p;
+}
+
+}  // namespace
+
+const std::vector<VitPreset>& vit_presets() {
+    static const std::vector<VitPreset> all = presets_make();
+    return all;
+}
+
+const VitPreset& vit_preset(const std::string& name) {
+    for (const auto& p : vit_presets())
+        if (p.name == name) return p;
+    std::string known;
+    for (const auto& p : vit_presets()) known += (known.empty() ? "" : ", ") + p.name;
+    throw std::invalid_argument("unknown ViT encoder '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace ips

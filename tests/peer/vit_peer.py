@@ -1,0 +1,175 @@
+"""An independent ViT for the parity tests of ips's ViT trunk (tests/interop/vit_weights_test.cpp).
+
+Written from the architecture as timm and the models' repositories describe it (not from ips's
+code), with plain torch ops: patch embedding, class and register tokens, absolute position
+embeddings (added before or after the prefix tokens are joined, resampled bicubically with
+antialiasing for another grid), pre-norm blocks with fused qkv attention, GELU or packed SwiGLU
+MLPs, LayerScale, the final norm and the pooling (class token, class token + patch mean, mean).
+
+    python3 vit_peer.py make DIR
+
+writes per case CASE.pt (random weights in the case's key layout: timm's, or Hugging Face
+ViTModel's with its pooler), input.pt, CASE_out.pt (tokens and pooled output) and cases.json.
+"""
+import json
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+
+# Tiny models that between them use every option the presets use.
+CASES = [
+    # plain timm ViT (UNI, GigaPath and Kaiko S/B are this with other sizes)
+    dict(name="plain", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
+         regs=0, no_embed_class=False, layer_scale=False, eps=1e-6, pool="cls", keys="timm", run=32),
+    # DINOv2 with registers (H-optimus, UNI2-h, Kaiko L/14): SwiGLU, LayerScale, registers outside
+    # pos_embed, built at 48 (6 x 6) and run at 32 (4 x 4): position embeddings resampled down.
+    dict(name="dinov2_reg", dim=32, depth=2, heads=2, mlp_hidden=96, mlp="swiglu_packed", patch=8, img=48, cls=True,
+         regs=2, no_embed_class=True, layer_scale=True, eps=1e-6, pool="cls", keys="timm", run=32),
+    # Virchow2: registers inside pos_embed, class token + mean of the patch tokens; built at 24
+    # (3 x 3) and run at 32: resampled up.
+    dict(name="virchow2", dim=32, depth=2, heads=4, mlp_hidden=80, mlp="swiglu_packed", patch=8, img=24, cls=True,
+         regs=2, no_embed_class=False, layer_scale=True, eps=1e-6, pool="cls_mean", keys="timm", run=32),
+    # Phikon: Hugging Face ViTModel layout, LayerNorm eps 1e-12, with its pooler (not the trunk's)
+    dict(name="hf_vit", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
+         regs=0, no_embed_class=False, layer_scale=False, eps=1e-12, pool="cls", keys="hf_vit", run=32),
+    # weights stored as bfloat16 (as several model files are): loaded as stored, computed in float32
+    dict(name="bf16", dim=32, depth=1, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
+         regs=0, no_embed_class=False, layer_scale=True, eps=1e-6, pool="mean", keys="timm", run=32, dtype="bf16"),
+]
+
+
+def prefix_len(c):
+    return (1 if c["cls"] else 0) + c["regs"]
+
+
+def timm_weights(c, g):
+    """Random weights under timm's names, scaled so that every part changes the output."""
+    D, hid = c["dim"], c["mlp_hidden"]
+    r = lambda *s, scale=0.2: torch.randn(*s, generator=g) * scale
+    grid = (c["img"] // c["patch"]) ** 2
+    sd = {"patch_embed.proj.weight": r(D, 3, c["patch"], c["patch"], scale=0.1), "patch_embed.proj.bias": r(D)}
+    if c["cls"]:
+        sd["cls_token"] = r(1, 1, D, scale=1.0)
+    if c["regs"]:
+        sd["reg_token"] = r(1, c["regs"], D, scale=1.0)
+    sd["pos_embed"] = r(1, grid + (0 if c["no_embed_class"] else prefix_len(c)), D, scale=0.5)
+    fc2_in = hid // 2 if c["mlp"] == "swiglu_packed" else hid
+    for i in range(c["depth"]):
+        b = "blocks.%d." % i
+        sd[b + "norm1.weight"], sd[b + "norm1.bias"] = 1 + r(D), r(D)
+        sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"] = r(3 * D, D), r(3 * D)
+        sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"] = r(D, D), r(D)
+        if c["layer_scale"]:
+            sd[b + "ls1.gamma"] = 0.5 + r(D)
+        sd[b + "norm2.weight"], sd[b + "norm2.bias"] = 1 + r(D), r(D)
+        sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"] = r(hid, D), r(hid)
+        sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"] = r(D, fc2_in), r(D)
+        if c["layer_scale"]:
+            sd[b + "ls2.gamma"] = 0.5 + r(D)
+    sd["norm.weight"], sd["norm.bias"] = 1 + r(D), r(D)
+    return sd
+
+
+def hf_layout(sd, c, g):
+    """The same weights under Hugging Face ViTModel's names, with a pooler that is not the trunk's."""
+    D = c["dim"]
+    out = {
+        "embeddings.cls_token": sd["cls_token"],
+        "embeddings.position_embeddings": sd["pos_embed"],
+        "embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"],
+    }
+    for i in range(c["depth"]):
+        b, h = "blocks.%d." % i, "encoder.layer.%d." % i
+        q, k, v = sd[b + "attn.qkv.weight"].chunk(3, 0)
+        qb, kb, vb = sd[b + "attn.qkv.bias"].chunk(3, 0)
+        for name, w, bias in (("query", q, qb), ("key", k, kb), ("value", v, vb)):
+            out[h + "attention.attention.%s.weight" % name] = w.clone()
+            out[h + "attention.attention.%s.bias" % name] = bias.clone()
+        pairs = (("layernorm_before", "norm1"), ("attention.output.dense", "attn.proj"), ("layernorm_after", "norm2"),
+                 ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"))
+        for hf, timm in pairs:
+            out[h + hf + ".weight"], out[h + hf + ".bias"] = sd[b + timm + ".weight"], sd[b + timm + ".bias"]
+    out["layernorm.weight"], out["layernorm.bias"] = sd["norm.weight"], sd["norm.bias"]
+    out["pooler.dense.weight"], out["pooler.dense.bias"] = torch.randn(D, D, generator=g), torch.randn(D, generator=g)
+    return out
+
+
+def pos_resample(pos, n_prefix, rows, cols):
+    n = pos.shape[1] - n_prefix
+    g = int(round(math.sqrt(n)))
+    if (g, g) == (rows, cols):
+        return pos
+    grid = pos[:, n_prefix:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False, antialias=True)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+    return torch.cat([pos[:, :n_prefix], grid], 1)
+
+
+def vit_tokens(sd, c, x):
+    D, H = c["dim"], c["heads"]
+    t = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=c["patch"])
+    B, _, rows, cols = t.shape
+    t = t.flatten(2).transpose(1, 2)
+    prefix = []
+    if c["cls"]:
+        prefix.append(sd["cls_token"].expand(B, -1, -1))
+    if c["regs"]:
+        prefix.append(sd["reg_token"].expand(B, -1, -1))
+    if c["no_embed_class"]:
+        t = torch.cat(prefix + [t + pos_resample(sd["pos_embed"], 0, rows, cols)], 1)
+    else:
+        t = torch.cat(prefix + [t], 1) + pos_resample(sd["pos_embed"], prefix_len(c), rows, cols)
+    T, d = t.shape[1], D // H
+    for i in range(c["depth"]):
+        b = "blocks.%d." % i
+        h = F.layer_norm(t, (D,), sd[b + "norm1.weight"], sd[b + "norm1.bias"], c["eps"])
+        qkv = F.linear(h, sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]).reshape(B, T, 3, H, d)
+        q, k, v = (qkv[:, :, j].transpose(1, 2) for j in range(3))  # [B, H, T, d]
+        a = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d), -1) @ v
+        a = F.linear(a.transpose(1, 2).reshape(B, T, D), sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
+        t = t + (a * sd[b + "ls1.gamma"] if c["layer_scale"] else a)
+        h = F.layer_norm(t, (D,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], c["eps"])
+        h = F.linear(h, sd[b + "mlp.fc1.weight"], sd[b + "mlp.fc1.bias"])
+        if c["mlp"] == "gelu":
+            h = F.gelu(h)
+        else:
+            first, second = h.chunk(2, -1)
+            h = F.silu(first) * second
+        m = F.linear(h, sd[b + "mlp.fc2.weight"], sd[b + "mlp.fc2.bias"])
+        t = t + (m * sd[b + "ls2.gamma"] if c["layer_scale"] else m)
+    return F.layer_norm(t, (D,), sd["norm.weight"], sd["norm.bias"], c["eps"])
+
+
+def pooled(tokens, c):
+    patches = tokens[:, prefix_len(c):]
+    if c["pool"] == "cls":
+        return tokens[:, 0]
+    if c["pool"] == "cls_mean":
+        return torch.cat([tokens[:, 0], patches.mean(1)], -1)
+    return patches.mean(1)
+
+
+def make(out_dir):
+    g = torch.Generator().manual_seed(1234)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    torch.save({"x": x}, out_dir + "/input.pt")
+    for c in CASES:
+        sd = timm_weights(c, g)
+        if c.get("dtype") == "bf16":
+            sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
+        file_sd = hf_layout(sd, c, g) if c["keys"] == "hf_vit" else sd
+        torch.save(file_sd, "%s/%s.pt" % (out_dir, c["name"]))
+        with torch.no_grad():
+            tokens = vit_tokens({k: v.float() for k, v in sd.items()}, c, x[..., : c["run"], : c["run"]])
+        torch.save({"tokens": tokens, "pooled": pooled(tokens, c)}, "%s/%s_out.pt" % (out_dir, c["name"]))
+    with open(out_dir + "/cases.json", "w") as f:
+        json.dump(CASES, f, indent=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "make":
+        sys.exit("usage: vit_peer.py make DIR")
+    make(sys.argv[2])
