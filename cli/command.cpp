@@ -26,7 +26,16 @@ std::vector<CommandSpec> command_table() {
 
 void config_args_add(CLI::App* sub, ConfigArgs& a, const char* what) {
     sub->add_option("config", a.path, what)->required();
-    sub->add_option("--set", a.sets, "override a config key: --set KEY=VALUE (repeatable)");
+    // One KEY=VALUE per --set: a vector option would otherwise take the positional arguments after
+    // it too ("--set M=8 IMAGE" swallowing IMAGE), and a path without '=' is no override.
+    sub->add_option("--set", a.sets, "override a config key: --set KEY=VALUE (repeatable)")
+        ->allow_extra_args(false)
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                const auto eq = v.find('=');
+                return eq == std::string::npos || eq == 0 ? "--set takes one KEY=VALUE, not '" + v + "'" : std::string();
+            },
+            "KEY=VALUE"));
     sub->add_option("--seed", a.seed, "random seed (overrides the config's seed)");
 }
 

@@ -112,3 +112,29 @@ TEST(Cli, BadInputsFailWithMessagesNamingTheProblem) {
         << resume.output;
     EXPECT_TRUE(fs::exists(fresh / "last.pt"));
 }
+
+// Each --set takes one KEY=VALUE: the positional arguments after it stay positional, and a value
+// without '=' (a path swallowed by mistake) is refused, on every subcommand that reads a config.
+TEST(Cli, EachSetTakesOneKeyValueOnEverySubcommand) {
+    const std::string cfg = kDir + "/tests/fixtures/tiny_synthetic.yaml";
+    for (const char* sub : {"train", "eval", "predict", "pretrain", "features", "bench", "bench-comm"}) {
+        CommandResult r = ips_run(std::string(sub) + " " + cfg + " --set M=2 --set images/a.png");
+        EXPECT_NE(r.code, 0) << sub;
+        EXPECT_NE(r.output.find("--set takes one KEY=VALUE, not 'images/a.png'"), std::string::npos) << sub << ": " << r.output;
+    }
+    // predict checks its inputs before it opens the weights: "no inputs given" would mean --set took the image.
+    const std::string image = kDir + "/tests/fixtures/no_such_image.png";
+    CommandResult none = ips_run("predict " + cfg + " --set M=2 --weights /no/such/w.pt");
+    EXPECT_NE(none.output.find("no inputs given"), std::string::npos) << none.output;
+    CommandResult one = ips_run("predict " + cfg + " --set M=2 " + image + " --weights /no/such/w.pt");
+    EXPECT_NE(one.code, 0);
+    EXPECT_EQ(one.output.find("no inputs given"), std::string::npos) << one.output;
+    EXPECT_NE(one.output.find("/no/such/w.pt"), std::string::npos) << one.output;
+    // features: the slide after --set is the slide it tries to open.
+    const std::string demo = kDir + "/configs/demo_megapixel_mnist.yaml";
+    CommandResult feat = ips_run("features " + demo + " --set n_chan_in=3 --set encoder_weights= /no/such/slide.svs --out " +
+                                 temp_dir("set_features").string());
+    EXPECT_NE(feat.code, 0);
+    EXPECT_EQ(feat.output.find("slides is required"), std::string::npos) << feat.output;
+    EXPECT_NE(feat.output.find("/no/such/slide.svs"), std::string::npos) << feat.output;
+}
