@@ -16,7 +16,7 @@ if [ ! -f "$data/meta.json" ]; then
 fi
 mkdir -p runs/demo
 start=$(date +%s)
-build/ips pretrain "$cfg" --weights-out runs/demo/encoder.pt --steps 1500
+build/ips pretrain "$cfg" --weights-out runs/demo/encoder.pt --steps 3000
 build/ips train "$cfg" --out runs/demo
 end=$(date +%s)
 echo "training wall time (pre-training + IPS): $((end - start)) s"

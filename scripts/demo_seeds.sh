@@ -6,6 +6,7 @@
 #   bash scripts/demo_seeds.sh                       # seeds 0-4, one after the other, all cores
 #   bash scripts/demo_seeds.sh --seeds "0 1" --out runs/try --set n_epoch_warmup=1
 #   bash scripts/demo_seeds.sh --jobs 2              # two seeds at a time, one thread each
+#   bash scripts/demo_seeds.sh --pretrain-steps 1500 # another encoder pre-training than the demo's
 #   IPS_BIN=/tmp/ips bash scripts/demo_seeds.sh      # a copy of the binary (a rebuild cannot touch it)
 #
 # Writes OUT/seed<S>/ (the runs), OUT/seeds.md (the table) and OUT/seeds.json. A seed whose run
@@ -15,14 +16,16 @@ cd "$(dirname "$0")/.."
 seeds="0 1 2 3 4"
 out=runs/demo_seeds
 jobs=1
+pretrain_steps=3000  # as scripts/demo.sh
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seeds) seeds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
+    --pretrain-steps) pretrain_steps=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    *) echo "demo_seeds.sh: unknown argument '$1' (--seeds \"S ...\", --out DIR, --jobs N, --set KEY=VALUE)" >&2; exit 2 ;;
+    *) echo "demo_seeds.sh: unknown argument '$1' (--seeds \"S ...\", --out DIR, --jobs N, --pretrain-steps N, --set KEY=VALUE)" >&2; exit 2 ;;
   esac
 done
 cfg=configs/demo_megapixel_mnist.yaml
@@ -44,7 +47,7 @@ one_seed() {  # SEED: pre-train and train, timing both; the log is OUT/seed<S>/l
   rm -rf "$dir"; mkdir -p "$dir"
   local start end
   start=$(date +%s.%N)
-  "$ips" pretrain "$cfg" --seed "$s" --threads "$threads" --weights-out "$dir/encoder.pt" --steps 1500 \
+  "$ips" pretrain "$cfg" --seed "$s" --threads "$threads" --weights-out "$dir/encoder.pt" --steps "$pretrain_steps" \
     "${sets[@]}" >"$dir/log.txt" 2>&1
   "$ips" train "$cfg" --seed "$s" --threads "$threads" --quiet --out "$dir" \
     --set encoder_weights="$dir/encoder.pt" "${sets[@]}" >>"$dir/log.txt" 2>&1
@@ -61,7 +64,8 @@ for s in $seeds; do
 done
 wait
 
-python3 - "$out" "$seeds" "$jobs" "$threads" "${sets[*]:-}" <<'EOF'
+overrides="$([ "$pretrain_steps" = 3000 ] || echo "--pretrain-steps $pretrain_steps ")${sets[*]:-}"
+python3 - "$out" "$seeds" "$jobs" "$threads" "$overrides" <<'EOF'
 import json, math, os, platform, statistics, sys
 out, seeds, jobs, threads, sets = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], sys.argv[5]
 BARS = {"majority": 0.92, "multi": 0.35}  # docs/DEMO.md: every seed at or above, the worst 2 points above
