@@ -52,6 +52,13 @@ VitOptions options_of(const nlohmann::json& c) {
     return o;
 }
 
+nlohmann::json case_named(const Peer& p, const std::string& name) {
+    for (const auto& c : p.cases)
+        if (c["name"] == name) return c;
+    ADD_FAILURE() << "the peer has no case " << name;
+    return {};
+}
+
 torch::Tensor tensor_named(const NamedTensors& sd, const std::string& key) {
     for (const auto& [k, t] : sd)
         if (k == key) return t;
@@ -94,9 +101,7 @@ TEST(VitWeights, EveryPeerCaseGivesThePeersTokensAndOutput) {
 TEST(VitWeights, ASafetensorsFileLoadsAsTheTorchSaveFile) {
     const Peer& p = peer();
     ASSERT_TRUE(p.error.empty()) << p.error;
-    nlohmann::json bf16;
-    for (const auto& c : p.cases)
-        if (c["name"] == "bf16") bf16 = c;
+    const nlohmann::json bf16 = case_named(p, "bf16");
     const std::string pt = (p.dir.path / "bf16.pt").string(), st = p.dir / "bf16.safetensors";
     const auto sd = torch_file_read(pt);
     ASSERT_EQ(sd.front().second.scalar_type(), torch::kBFloat16);
@@ -114,10 +119,7 @@ TEST(VitWeights, AFileOfAnotherModelNamesItsKeysAndTheFile) {
     const Peer& p = peer();
     ASSERT_TRUE(p.error.empty()) << p.error;
     // The plain ViT's file into the DINOv2 trunk with registers and LayerScale.
-    nlohmann::json other;
-    for (const auto& c : p.cases)
-        if (c["name"] == "dinov2_reg") other = c;
-    Vit vit(options_of(other));
+    Vit vit(options_of(case_named(p, "dinov2_reg")));
     const std::string file = (p.dir.path / "plain.pt").string();
     const std::string msg = test::error_of([&] { vit_load(vit, file); });
     EXPECT_NE(msg.find(file), std::string::npos) << msg;
