@@ -71,9 +71,8 @@ VitImpl::VitImpl(const VitOptions& o) : opt(o) {
     if (o.img_size % o.patch_size != 0)
         throw std::invalid_argument("vit: img_size " + std::to_string(o.img_size) + " is not a multiple of patch_size " +
                                     std::to_string(o.patch_size));
-    if (o.pool == VitPool::cls || o.pool == VitPool::cls_mean) {
-        if (!o.class_token) throw std::invalid_argument("vit: pooling by the class token needs class_token");
-    }
+    if (o.pool != VitPool::mean && !o.class_token)
+        throw std::invalid_argument("vit: pooling by the class token needs class_token");
     const int64_t grid = o.img_size / o.patch_size;
     patch_embed = register_module("patch_embed", VitPatchEmbed(o.in_chans, o.dim, o.patch_size));
     if (o.class_token) cls_token = register_parameter("cls_token", torch::randn({1, 1, o.dim}) * 1e-6);
