@@ -165,7 +165,9 @@ TEST(Safetensors, WriteRefusesWhatCannotBeReadBack) {
         {{{"c", torch::ones({2}, torch::kComplexFloat)}}, "tensor 'c': dtype ComplexFloat has no safetensors code"},
         {{{std::string("bad\xff"), torch::ones({1})}}, "is not valid UTF-8"},
     };
-    for (const auto& [tensors, why] : cases) {
+    for (const auto& c : cases) {
+        const NamedTensors& tensors = c.first;
+        const std::string& why = c.second;
         const std::string e = error_of([&] { safetensors_write(path, tensors); });
         EXPECT_NE(e.find(path), std::string::npos) << why << ": " << e;
         EXPECT_NE(e.find(why), std::string::npos) << e;
