@@ -11,6 +11,7 @@
 #include "ips/inputs.h"
 #include "ips/read_bench.h"
 #include "ips/tiles.h"
+#include "ips/vit.h"
 
 namespace ips::cli {
 namespace {
@@ -66,13 +67,38 @@ struct FeaturesArgs {
     DistArgs dist;
     std::vector<std::string> slides;
     std::string out = "features";
+    std::string encoder, weights;
     FeaturesOptions opt;
 };
+
+std::string yaml_quoted(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+    return q + "'";
+}
+
+// --encoder and --weights as config overrides, before the user's --set (which win over them). A
+// ViT preset brings what its model expects: RGB tiles of its resize side at its resolution, its
+// own normalisation, and its output width as D.
+std::vector<std::string> encoder_overrides(const std::string& encoder, const std::string& weights) {
+    std::vector<std::string> sets;
+    if (encoder == "resnet18" || encoder == "resnet34" || encoder == "resnet50") {
+        sets.push_back("enc_type=" + encoder);
+    } else if (!encoder.empty()) {
+        const VitPreset& p = vit_preset(encoder);  // an unknown name lists the known ones
+        const std::string side = std::to_string(p.resize);
+        sets.insert(sets.end(), {"enc_type=vit", "vit=" + encoder, "D=" + std::to_string(vit_out_dim(p.vit)), "n_chan_in=3",
+                                 "normalize=none", "patch_size=" + side, "patch_stride=" + side,
+                                 "slide_mpp=" + std::to_string(p.mpp), "slide_level=0"});
+    }
+    if (!weights.empty()) sets.insert(sets.end(), {"encoder_weights=" + yaml_quoted(weights), "pretrained=true"});
+    return sets;
+}
 
 void features_setup(CLI::App* sub) {
     auto a = std::make_shared<FeaturesArgs>();
     config_args_add(sub, a->config,
-                    "YAML config: encoder (enc_type, encoder_weights), patch_size, slide_level / slide_mpp, tissue, normalize");
+                    "YAML config: encoder (enc_type, vit, encoder_weights), patch_size, slide_level / slide_mpp, tissue, normalize");
     runtime_args_add(sub, a->runtime);
     sub->add_option("slides", a->slides, "slides or images")->required();
     sub->add_option("--out", a->out, "output folder (default features)");
@@ -80,10 +106,22 @@ void features_setup(CLI::App* sub) {
         ->transform(CLI::CheckedTransformer(std::map<std::string, torch::ScalarType>{{"float16", torch::kHalf},
                                                                                      {"float32", torch::kFloat32}}));
     sub->add_option("--batch", a->opt.batch, "tiles per encoder call (default 64)");
+    sub->add_option("--encoder", a->encoder,
+                    "resnet18 | resnet34 | resnet50 | a ViT preset (" + vit_preset_names() +
+                        "): sets enc_type (and for a ViT its tile side, mpp, normalisation and D; --set overrides them)");
+    sub->add_option("--weights", a->weights, "the encoder's weight file (torch.save or safetensors): encoder_weights");
     dist_args_add(sub, a->dist);
     sub->callback([a] {
         dist_args_launch(a->dist);
-        const Config cfg = config_args_load(a->config);
+        ConfigArgs config = a->config;
+        try {
+            auto sets = encoder_overrides(a->encoder, a->weights);
+            sets.insert(sets.end(), config.sets.begin(), config.sets.end());
+            config.sets = std::move(sets);
+        } catch (const std::invalid_argument& e) {
+            throw ConfigError(std::string("--encoder: ") + e.what());
+        }
+        const Config cfg = config_args_load(config);
         features_config_check(cfg);
         inputs_stems_distinct(a->slides);
         const torch::Device device = runtime_args_apply(a->runtime);

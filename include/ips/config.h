@@ -22,7 +22,8 @@ enum class ActFn { softmax, sigmoid };
 enum class Metric { accuracy, multilabel_accuracy, auc };
 const char* metric_name(Metric m);  // as written in configs and metrics files
 
-enum class EncoderType { resnet18, resnet34, resnet50 };
+// `vit`: a ViT trunk of the preset named by the `vit` key (vit.h: uni, virchow2, kaiko-vitb16, ...).
+enum class EncoderType { resnet18, resnet34, resnet50, vit };
 const char* encoder_type_name(EncoderType e);
 
 // `precision` key: what the encoder computes in (precision.h resolves `automatic` per device).
@@ -48,7 +49,15 @@ struct ModelOptions {
     bool is_image = true;               // false: pre-extracted features through the projector
     EncoderType enc_type = EncoderType::resnet18;
     bool pretrained = false;
-    std::string encoder_weights;        // torchvision state dict to initialise the trunk from
+    std::string encoder_weights;        // weights to initialise the trunk from: a torchvision state dict
+                                        // (ResNets) or the model's own file (ViTs: vit_weights.h)
+    std::string vit;                    // enc_type vit: the preset (vit_presets(), vit.h)
+    int vit_depth = 0;                  // fewer blocks than the preset's (0: the preset's): the same
+                                        // architecture, cheaper, for tests and quick experiments
+    // Which encoder parameters train: -1 all (nothing frozen); K >= 0 only the last K blocks (ViT
+    // blocks, or ResNet residual blocks) and what follows them; 0 freezes the whole encoder. Frozen
+    // parts keep their weights and, in ResNets, their BatchNorm statistics (they run in eval mode).
+    int freeze_encoder = -1;
     int n_chan_in = 1;                  // image channels, or the feature size F of bags
     int n_res_blocks = 2;               // 2 or 4
     int encoder_width = 64;             // channels of the first ResNet stage (torchvision: 64)
@@ -150,5 +159,8 @@ std::array<int64_t, 2> config_image_size(const DataOptions& data);
 
 // Output size of the configured encoder: the trunk's embedding size, or D for the projector.
 int64_t encoder_dim(const ModelOptions& model);
+
+// Name of the configured encoder as bags record it: the ViT preset, the ResNet type, "projector".
+std::string encoder_name(const ModelOptions& model);
 
 }  // namespace ips

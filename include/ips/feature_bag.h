@@ -3,7 +3,7 @@
 // Two layouts are read:
 //  * per slide (CLAM / TRIDENT): a file with datasets `features` [N, F] (float16 or float32) and
 //    `coords` [N, 2] (int, level-0 top-left x, y) carrying the attributes `patch_size` and
-//    `patch_level`;
+//    `patch_level`; ips and TRIDENT name the encoder on `features`;
 //  * the reference IPS's single file: a group per slide holding `img` [N, F] and an attribute
 //    `label` on the group.
 // Rows are read lazily: a bag source keeps the file open and reads the rows asked for, so a
@@ -24,6 +24,7 @@ struct FeatureBag {
     torch::Tensor coords;      // [N, 2] int64, level-0 top-left (x, y); may be undefined
     int64_t patch_size = 0;    // tile side in level-`patch_level` pixels
     int64_t patch_level = 0;
+    std::string encoder;       // what made the features (attribute `encoder`, with `dim`); may be empty
 };
 
 // Writes the per-slide layout to a temporary name and renames it into place, so a crash never
@@ -41,6 +42,7 @@ struct FeatureBagInfo {
     torch::ScalarType dtype = torch::kFloat32;  // as feature_bag_read gives the features
     torch::Tensor coords;                       // [rows, 2] int64; undefined when the file has none
     int64_t patch_size = 0, patch_level = 0;
+    std::string encoder;
 };
 FeatureBagInfo feature_bag_info(const std::string& path);
 

@@ -1,5 +1,6 @@
 // `ips features`: every tile of a slide through the configured trunk, one HDF5 feature bag per
-// slide (feature_bag.h layout: `features` N x F, `coords` N x 2 level-0, patch_size, patch_level).
+// slide (feature_bag.h layout: `features` N x F with the encoder's name and F, `coords` N x 2
+// level-0, patch_size, patch_level).
 #pragma once
 
 #include "ips/inputs.h"
@@ -28,8 +29,9 @@ struct FeaturesResult {
 // Whether OUT/<slide stem>.h5 is a finished bag of this slide for `cfg` and `opt`: it opens (a
 // truncated HDF5 file does not), holds `features` of opt.dtype and `coords` with one row per tile
 // of the slide's grid (tile_grid_make: the config's level or mpp, tissue, patch size), the same
-// coordinates in the same order, and the grid's patch_size and patch_level. Opens the slide for
-// its grid. Which weights made the features is not recorded: after changing them, use another OUT.
+// coordinates in the same order, the grid's patch_size and patch_level, and the config's encoder
+// (the `encoder` attribute: a ResNet type or a ViT preset). Opens the slide for its grid. Which
+// weights made the features is not recorded: after changing them, use another OUT.
 OutputCheck features_check(const Config& cfg, const std::string& slide_path, const std::string& out_dir,
                            const FeaturesOptions& opt);
 

@@ -1,4 +1,4 @@
-// The IPS network: patch encoder (ResNet trunk or feature projector), one cross-attention
+// The IPS network: patch encoder (ResNet or ViT trunk, or feature projector), one cross-attention
 // transformer block with n_token learnable queries, one linear head per task.
 // Module names follow the reference implementation's state_dict layout (SPEC §1.6) so that
 // named_parameters() keys are exactly "encoder.4.0.conv1.weight", "transf.crs_attn.q", ...
@@ -8,6 +8,7 @@
 
 #include "ips/config.h"
 #include "ips/precision.h"
+#include "ips/vit.h"
 
 namespace ips {
 
@@ -91,6 +92,12 @@ struct IPSNetImpl : torch::nn::Module {
     // Probabilities from logits: softmax or sigmoid per task. Each [B, n_class].
     std::vector<torch::Tensor> probabilities(const std::vector<torch::Tensor>& logits) const;
 
+    // Module::train, then the frozen parts of the encoder (freeze_encoder) back to eval mode.
+    void train(bool on = true) override;
+    bool resnet() const { return opt.is_image && opt.enc_type != EncoderType::vit; }
+    // The ViT trunk of an enc_type vit encoder (Sequential{VitTransform, Vit}); null otherwise.
+    Vit vit() const;
+
     ModelOptions opt;
     ComputeOptions compute;
     Precision precision = Precision::fp32;  // resolved for the device the net is on
@@ -100,6 +107,11 @@ struct IPSNetImpl : torch::nn::Module {
     Transformer transf{nullptr};
     torch::nn::ModuleDict output_layers{nullptr};
     std::vector<torch::nn::Sequential> heads;  // by task order, aliases of output_layers entries
+    // The modules freeze_encoder froze (kept in eval mode; the ViT's tokens are frozen with them).
+    std::vector<std::shared_ptr<torch::nn::Module>> frozen;
+
+  private:
+    void encoder_freeze();
 };
 TORCH_MODULE(IPSNet);
 

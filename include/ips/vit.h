@@ -126,5 +126,25 @@ struct VitPreset {
 // Every preset, in a stable order; vit_preset throws naming the known ones for an unknown name.
 const std::vector<VitPreset>& vit_presets();
 const VitPreset& vit_preset(const std::string& name);
+std::string vit_preset_names();  // "uni, uni2-h, ...", for messages
+
+// The preset's architecture, with `depth` blocks instead of its own when depth > 0.
+VitOptions vit_preset_options(const VitPreset& p, int64_t depth = 0);
+
+// The preset's input pipeline on [0, 1] pixels, as torchvision's Resize(resize),
+// CenterCrop(input_size) and Normalize(mean, std) do it on float tensors: the shorter side to
+// `resize` (bilinear or bicubic, antialiased; skipped when it already is that), the centre crop
+// (offsets rounded half to even, as Python's round), then (x - mean) / std per channel.
+// x: [n, C, h, w] float -> [n, C, input_size, input_size]. Throws when a side is below the crop.
+torch::Tensor vit_preset_transform(const VitPreset& p, const torch::Tensor& x);
+
+// That pipeline as a module without parameters: the first step of an IPS encoder
+// Sequential{VitTransform, Vit}, so patches arrive as every other encoder gets them.
+struct VitTransformImpl : torch::nn::Module {
+    explicit VitTransformImpl(VitPreset p) : preset(std::move(p)) {}
+    torch::Tensor forward(const torch::Tensor& x) { return vit_preset_transform(preset, x); }
+    VitPreset preset;
+};
+TORCH_MODULE(VitTransform);
 
 }  // namespace ips

@@ -12,6 +12,8 @@
 #include <set>
 #include <sstream>
 
+#include "ips/vit.h"
+
 namespace ips {
 namespace {
 
@@ -99,7 +101,36 @@ KeySpec pair_key(const char* key, S Config::*section, std::array<int64_t, 2> S::
 
 const std::vector<const char*> kActFnNames = {"softmax", "sigmoid"};
 const std::vector<const char*> kMetricNames = {"accuracy", "multilabel_accuracy", "auc"};
-const std::vector<const char*> kEncoderNames = {"resnet18", "resnet34", "resnet50"};
+const std::vector<const char*> kEncoderNames = {"resnet18", "resnet34", "resnet50", "vit"};
+
+// freeze_encoder: none (-1), all (0), or K (all but the last K blocks).
+KeySpec freeze_key() {
+    constexpr const char* key = "freeze_encoder";
+    return {key,
+            [](Config& c, const YAML::Node& n) {
+                const std::string v = scalar_as<std::string>(n, key, "none, all or a number of blocks");
+                if (v == "none") {
+                    c.model.freeze_encoder = -1;
+                } else if (v == "all") {
+                    c.model.freeze_encoder = 0;
+                } else {
+                    int k = -1;
+                    try {
+                        k = n.as<int>();
+                    } catch (const YAML::Exception&) {
+                    }
+                    if (k < 0) key_fail(key, "must be none, all or the number of last blocks that train (>= 0), got '" + v + "'");
+                    c.model.freeze_encoder = k;
+                }
+            },
+            [](const Config& c, YAML::Emitter& e) {
+                e << YAML::Key << key << YAML::Value;
+                const int k = c.model.freeze_encoder;
+                if (k < 0) e << "none";
+                else if (k == 0) e << "all";
+                else e << k;
+            }};
+}
 
 template <typename E>
 E name_parse(const std::string& s, const std::vector<const char*>& names, const std::string& key) {
@@ -184,6 +215,9 @@ const std::vector<KeySpec>& key_table() {
         enum_key("enc_type", &C::model, &Mo::enc_type, kEncoderNames),
         field_key("pretrained", &C::model, &Mo::pretrained),
         field_key("encoder_weights", &C::model, &Mo::encoder_weights),
+        field_key("vit", &C::model, &Mo::vit),
+        field_key("vit_depth", &C::model, &Mo::vit_depth),
+        freeze_key(),
         field_key("n_chan_in", &C::model, &Mo::n_chan_in),
         field_key("n_res_blocks", &C::model, &Mo::n_res_blocks),
         field_key("encoder_width", &C::model, &Mo::encoder_width),
@@ -287,9 +321,29 @@ void data_validate(const DataOptions& d, bool is_image) {
     if (d.n_test < 0) key_fail("n_test", "must be >= 0");
 }
 
+const VitPreset& preset_of(const ModelOptions& m) {
+    if (m.vit.empty()) key_fail("vit", "enc_type vit needs a preset name (" + vit_preset_names() + ")");
+    try {
+        return vit_preset(m.vit);
+    } catch (const std::invalid_argument& e) {
+        key_fail("vit", e.what());
+    }
+}
+
+void vit_validate(const ModelOptions& m) {
+    const VitPreset& p = preset_of(m);
+    if (m.n_chan_in != p.vit.in_chans)
+        key_fail("n_chan_in", "the ViT '" + m.vit + "' takes " + std::to_string(p.vit.in_chans) + " channels");
+    if (m.vit_depth < 0 || m.vit_depth > p.vit.depth)
+        key_fail("vit_depth", "must be between 0 (the preset's) and the preset's " + std::to_string(p.vit.depth) + " blocks");
+}
+
 void model_validate(const ModelOptions& m) {
     if (m.n_class < 1) key_fail("n_class", "must be >= 1");
-    if (m.is_image) {
+    if (m.is_image && m.enc_type == EncoderType::vit) {
+        vit_validate(m);
+    } else if (m.is_image) {
+        if (!m.vit.empty()) key_fail("vit", "names a ViT preset, but enc_type is " + std::string(encoder_type_name(m.enc_type)) + " (set enc_type: vit)");
         if (m.n_res_blocks != 2 && m.n_res_blocks != 4) key_fail("n_res_blocks", "must be 2 or 4");
         if (m.n_chan_in != 1 && m.n_chan_in != 3) key_fail("n_chan_in", "image encoders take 1 or 3 channels");
         if (m.encoder_width < 1) key_fail("encoder_width", "must be >= 1");
@@ -301,10 +355,17 @@ void model_validate(const ModelOptions& m) {
     for (const auto& [key, v] : positive)
         if (v < 1) key_fail(key, "must be >= 1");
     if (m.use_pos && m.D % 2 != 0) key_fail("D", "must be even when use_pos is on (sin/cos pairs)");
-    if (m.is_image && encoder_dim(m) != m.D)
-        key_fail("D", std::string("the ") + encoder_type_name(m.enc_type) + " trunk with " + std::to_string(m.n_res_blocks) +
-                          " blocks of width " + std::to_string(m.encoder_width) + " yields " +
-                          std::to_string(encoder_dim(m)) + "-d embeddings, not " + std::to_string(m.D));
+    if (m.is_image && encoder_dim(m) != m.D) {
+        const std::string trunk = m.enc_type == EncoderType::vit
+                                      ? "the ViT '" + m.vit + "'"
+                                      : std::string("the ") + encoder_type_name(m.enc_type) + " trunk with " +
+                                            std::to_string(m.n_res_blocks) + " blocks of width " +
+                                            std::to_string(m.encoder_width);
+        key_fail("D", trunk + " yields " + std::to_string(encoder_dim(m)) + "-d embeddings, not " + std::to_string(m.D));
+    }
+    if (m.freeze_encoder < -1) key_fail("freeze_encoder", "must be none, all or a number of blocks >= 0");
+    if (!m.is_image && m.freeze_encoder >= 0)
+        key_fail("freeze_encoder", "feature bags have no encoder to freeze (the projector always trains)");
     if (m.attn_dropout < 0 || m.attn_dropout >= 1) key_fail("attn_dropout", "must be in [0, 1)");
     if (m.dropout < 0 || m.dropout >= 1) key_fail("dropout", "must be in [0, 1)");
     std::set<std::string> names;
@@ -326,8 +387,14 @@ const char* encoder_type_name(EncoderType e) { return kEncoderNames[static_cast<
 
 int64_t encoder_dim(const ModelOptions& m) {
     if (!m.is_image) return m.D;
+    if (m.enc_type == EncoderType::vit) return vit_out_dim(preset_of(m).vit);
     const int64_t expansion = m.enc_type == EncoderType::resnet50 ? 4 : 1;
     return int64_t{m.encoder_width} * (m.n_res_blocks == 4 ? 8 : 2) * expansion;
+}
+
+std::string encoder_name(const ModelOptions& m) {
+    if (!m.is_image) return "projector";
+    return m.enc_type == EncoderType::vit ? m.vit : encoder_type_name(m.enc_type);
 }
 
 Config config_parse(const std::string& yaml_text, const std::vector<std::string>& overrides,
@@ -387,6 +454,8 @@ void config_validate(const Config& c) {
     train_validate(c.train);
     model_validate(c.model);
     data_validate(c.data, c.model.is_image);
+    if (c.model.is_image && c.model.enc_type == EncoderType::vit && c.data.normalize != Normalize::none)
+        key_fail("normalize", "the ViT '" + c.model.vit + "' normalises with its own mean and std; set normalize: none");
     if (c.select.M < 1) key_fail("M", "must be >= 1");
     if (c.select.I < 1) key_fail("I", "must be >= 1");
     // An image config's N is its grid (checked against img_size above): every image has exactly N

@@ -4,6 +4,7 @@
 
 #include "ips/batchnorm.h"
 #include "ips/precision.h"
+#include "ips/vit.h"
 
 namespace ips {
 namespace {
@@ -141,6 +142,7 @@ torch::Tensor block_folded(const std::shared_ptr<nn::Module>& block, const torch
 
 torch::nn::Sequential resnet_trunk_make(EncoderType enc_type, int64_t n_chan_in,
                                         int n_res_blocks, int64_t* out_dim, int64_t width) {
+    TORCH_CHECK(enc_type != EncoderType::vit, "resnet_trunk_make: enc_type vit is not a ResNet");
     const bool bottleneck = enc_type == EncoderType::resnet50;
     const std::vector<int> blocks = enc_type == EncoderType::resnet18 ? std::vector<int>{2, 2, 2, 2}
                                                                      : std::vector<int>{3, 4, 6, 3};
@@ -262,7 +264,13 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& x, const torch::Tens
 
 IPSNetImpl::IPSNetImpl(const ModelOptions& opt_, const ComputeOptions& compute_)
     : opt(opt_), compute(compute_), D(opt_.D) {
-    if (opt.is_image) {
+    if (opt.is_image && opt.enc_type == EncoderType::vit) {
+        const VitPreset& p = vit_preset(opt.vit);
+        Vit vit(vit_preset_options(p, opt.vit_depth));
+        TORCH_CHECK(vit_out_dim(vit->opt) == D, "config key 'D' is ", D, " but the ViT '", opt.vit, "' yields ",
+                    vit_out_dim(vit->opt));
+        encoder = nn::Sequential(VitTransform(p), vit);
+    } else if (opt.is_image) {
         int64_t trunk_dim = 0;
         encoder = resnet_trunk_make(opt.enc_type, opt.n_chan_in, opt.n_res_blocks, &trunk_dim, opt.encoder_width);
         TORCH_CHECK(trunk_dim == D, "config key 'D' is ", D, " but the trunk yields ", trunk_dim);
@@ -281,7 +289,47 @@ IPSNetImpl::IPSNetImpl(const ModelOptions& opt_, const ComputeOptions& compute_)
         heads.push_back(head);
     }
     precision = precision_resolve(compute.precision, torch::kCPU);
-    channels_last = opt.is_image && channels_last_resolve(compute.channels_last, torch::kCPU);
+    channels_last = resnet() && channels_last_resolve(compute.channels_last, torch::kCPU);
+    encoder_freeze();
+}
+
+// The encoder's blocks in order (ViT blocks, or the residual blocks of every stage), what comes
+// before them (ResNet stem; ViT patch embedding and tokens) and what after (the ViT's final norm):
+// freeze_encoder K keeps the last K blocks and what follows them trainable.
+void IPSNetImpl::encoder_freeze() {
+    frozen.clear();
+    const int K = opt.freeze_encoder;
+    if (!opt.is_image || K < 0) return;
+    std::vector<std::shared_ptr<nn::Module>> before, blocks, after;
+    std::vector<torch::Tensor> tokens;
+    if (auto v = vit()) {
+        before.push_back(v->patch_embed.ptr());
+        for (auto* t : {&v->cls_token, &v->reg_token, &v->pos_embed})
+            if (t->defined()) tokens.push_back(*t);
+        for (const auto& b : *v->blocks) blocks.push_back(b);
+        after.push_back(v->norm.ptr());
+    } else {
+        for (size_t i = 0; i < 4; ++i) before.push_back(encoder->ptr(i));  // conv1 bn1 relu maxpool
+        for (size_t i = 4; i + 2 < encoder->size(); ++i)
+            for (const auto& b : encoder->ptr(i)->children()) blocks.push_back(b);
+    }
+    const size_t n_frozen = blocks.size() - std::min(blocks.size(), static_cast<size_t>(K));
+    frozen = before;
+    frozen.insert(frozen.end(), blocks.begin(), blocks.begin() + static_cast<std::ptrdiff_t>(n_frozen));
+    if (K == 0) frozen.insert(frozen.end(), after.begin(), after.end());
+    for (auto& m : frozen)
+        for (auto& p : m->parameters()) p.requires_grad_(false);
+    for (auto& t : tokens) t.requires_grad_(false);
+}
+
+void IPSNetImpl::train(bool on) {
+    nn::Module::train(on);
+    for (auto& m : frozen) m->eval();  // frozen BatchNorm keeps its statistics
+}
+
+Vit IPSNetImpl::vit() const {
+    if (!opt.is_image || opt.enc_type != EncoderType::vit) return nullptr;
+    return Vit(std::dynamic_pointer_cast<VitImpl>(encoder->ptr(1)));
 }
 
 torch::Tensor IPSNetImpl::embed(const torch::Tensor& patches) {
@@ -289,7 +337,7 @@ torch::Tensor IPSNetImpl::embed(const torch::Tensor& patches) {
     AutocastScope autocast(precision, patches.device());
     const auto x = nhwc ? patches.contiguous(torch::MemoryFormat::ChannelsLast) : patches;
     // Without gradients in eval mode (selection, inference) BatchNorm folds into the convolutions.
-    const bool fold = opt.is_image && !encoder->is_training() && !torch::GradMode::is_enabled();
+    const bool fold = resnet() && !encoder->is_training() && !torch::GradMode::is_enabled();
     auto emb = fold ? resnet_trunk_forward_folded(encoder, x) : encoder->forward(x);
     return emb.scalar_type() == torch::kFloat32 ? emb : emb.to(torch::kFloat32);
 }
@@ -303,7 +351,7 @@ void net_to(IPSNet& net, const torch::Device& device) {
     backend_configure(net->compute, device);
     net->to(device);
     net->precision = precision_resolve(net->compute.precision, device);
-    net->channels_last = net->opt.is_image && channels_last_resolve(net->compute.channels_last, device);
+    net->channels_last = net->resnet() && channels_last_resolve(net->compute.channels_last, device);
     if (net->channels_last) module_channels_last(*net->encoder);
 }
 

@@ -210,12 +210,53 @@ const std::vector<VitPreset>& vit_presets() {
     return all;
 }
 
+std::string vit_preset_names() {
+    std::string known;
+    for (const auto& p : vit_presets()) known += (known.empty() ? "" : ", ") + p.name;
+    return known;
+}
+
 const VitPreset& vit_preset(const std::string& name) {
     for (const auto& p : vit_presets())
         if (p.name == name) return p;
-    std::string known;
-    for (const auto& p : vit_presets()) known += (known.empty() ? "" : ", ") + p.name;
-    throw std::invalid_argument("unknown ViT encoder '" + name + "' (known: " + known + ")");
+    throw std::invalid_argument("unknown ViT encoder '" + name + "' (known: " + vit_preset_names() + ")");
+}
+
+VitOptions vit_preset_options(const VitPreset& p, int64_t depth) {
+    VitOptions o = p.vit;
+    if (depth > 0) o.depth = depth;
+    return o;
+}
+
+torch::Tensor vit_preset_transform(const VitPreset& p, const torch::Tensor& x) {
+    if (x.dim() != 4 || x.size(1) != static_cast<int64_t>(p.mean.size()))
+        throw std::invalid_argument("vit '" + p.name + "': the transform takes [n, " + std::to_string(p.mean.size()) +
+                                    ", h, w] pixels, got " + c10::str(x.sizes()));
+    namespace F = torch::nn::functional;
+    torch::Tensor y = x.to(torch::kFloat32);
+    int64_t h = y.size(2), w = y.size(3);
+    if (std::min(h, w) != p.resize) {
+        // torchvision: the shorter side becomes `resize`, the longer keeps the aspect (truncated).
+        const int64_t nh = h <= w ? p.resize : p.resize * h / w, nw = h <= w ? p.resize * w / h : p.resize;
+        auto opts = F::InterpolateFuncOptions().size(std::vector<int64_t>{nh, nw}).align_corners(false).antialias(true);
+        if (p.bicubic) opts.mode(torch::kBicubic);
+        else opts.mode(torch::kBilinear);
+        y = F::interpolate(y, opts);
+        h = nh, w = nw;
+    }
+    const int64_t crop = p.input_size;
+    if (h < crop || w < crop)
+        throw std::invalid_argument("vit '" + p.name + "': a " + std::to_string(h) + "x" + std::to_string(w) +
+                                    " input is smaller than its " + std::to_string(crop) + " crop");
+    if (h != crop || w != crop) {
+        const auto top = static_cast<int64_t>(std::nearbyint((h - crop) / 2.0));
+        const auto left = static_cast<int64_t>(std::nearbyint((w - crop) / 2.0));
+        y = y.slice(2, top, top + crop).slice(3, left, left + crop);
+    }
+    const auto opts = y.options();
+    const auto mean = torch::tensor(p.mean, torch::kFloat64).to(opts).view({1, -1, 1, 1});
+    const auto std = torch::tensor(p.std, torch::kFloat64).to(opts).view({1, -1, 1, 1});
+    return (y - mean) / std;
 }
 
 }  // namespace ips

@@ -9,6 +9,7 @@
 
 #include "ips/torch_file.h"
 #include "ips/torchvision.h"
+#include "ips/vit_weights.h"
 
 namespace ips {
 namespace {
@@ -150,7 +151,9 @@ void weights_load(const std::string& path, IPSNet& net) {
 
 void initial_weights_apply(IPSNet& net) {
     const ModelOptions& m = net->opt;
-    if (m.is_image && !m.encoder_weights.empty())
+    if (auto vit = net->vit(); vit && !m.encoder_weights.empty())
+        vit_load(vit, m.encoder_weights);
+    else if (m.is_image && !m.encoder_weights.empty())
         trunk_load_torchvision(net->encoder, m.encoder_weights, m.n_res_blocks);
     else if (m.is_image && m.pretrained)
         std::fprintf(stderr, "warning: 'pretrained' is set but 'encoder_weights' names no file: the encoder "

@@ -175,6 +175,46 @@ void attr_write(hid_t obj, const char* attr, int64_t v, const std::string& path)
     check(H5Awrite(a, H5T_NATIVE_INT64, &v), path, std::string("cannot write attribute '") + attr + "'");
 }
 
+// A string attribute as h5py writes a str (variable-length UTF-8), or a fixed-length one; false
+// when absent. Numbers and other types are refused, naming the attribute.
+bool attr_read(hid_t obj, const std::string& attr, std::string& out, const std::string& path, const std::string& where) {
+    if (H5Aexists(obj, attr.c_str()) <= 0) return false;
+    const std::string name = "attribute '" + attr + "' of " + where;
+    H5Handle a(check(H5Aopen(obj, attr.c_str(), H5P_DEFAULT), path, "cannot open " + name), H5Aclose);
+    H5Handle type(check(H5Aget_type(a), path, "cannot read the type of " + name), H5Tclose);
+    if (H5Tget_class(type) != H5T_STRING) fail(path, name + " is not a string");
+    H5Handle space(check(H5Aget_space(a), path, "cannot read the shape of " + name), H5Sclose);
+    if (H5Sget_simple_extent_npoints(space) != 1) fail(path, name + " holds more than one string");
+    if (H5Tis_variable_str(type) > 0) {
+        H5Handle mem(check(H5Tcopy(H5T_C_S1), path, "cannot make a string type"), H5Tclose);
+        check(H5Tset_size(mem, H5T_VARIABLE), path, "cannot make a string type");
+        check(H5Tset_cset(mem, H5Tget_cset(type)), path, "cannot make a string type");  // h5py: UTF-8
+        char* text = nullptr;
+        check(H5Aread(a, mem, &text), path, "cannot read " + name);
+        out = text ? text : "";
+        H5free_memory(text);
+    } else {
+        const size_t n = H5Tget_size(type);
+        if (n > (size_t(1) << 20)) fail(path, name + " is longer than 1 MiB");
+        std::string text(n, '\0');
+        check(H5Aread(a, type, text.data()), path, "cannot read " + name);
+        out = text.substr(0, text.find('\0'));
+    }
+    return true;
+}
+
+void attr_write(hid_t obj, const char* attr, const std::string& v, const std::string& path) {
+    H5Handle space(check(H5Screate(H5S_SCALAR), path, "cannot create a dataspace"), H5Sclose);
+    H5Handle type(check(H5Tcopy(H5T_C_S1), path, "cannot make a string type"), H5Tclose);
+    check(H5Tset_size(type, H5T_VARIABLE), path, "cannot make a string type");
+    check(H5Tset_cset(type, H5T_CSET_UTF8), path, "cannot make a string type");
+    H5Handle a(check(H5Acreate2(obj, attr, type, space, H5P_DEFAULT, H5P_DEFAULT), path,
+                     std::string("cannot create attribute '") + attr + "'"),
+               H5Aclose);
+    const char* text = v.c_str();
+    check(H5Awrite(a, type, &text), path, std::string("cannot write attribute '") + attr + "'");
+}
+
 // A 2-D tensor as its own dataset. Feature matrices are chunked by rows so a lazy source reading a
 // few rows touches a few chunks; chunks stay near 1 MiB to fit HDF5's default chunk cache.
 H5Handle dataset_write(hid_t loc, const std::string& name, const torch::Tensor& t, hid_t file_type, hid_t mem_type,
@@ -369,6 +409,7 @@ FeatureBagInfo info_read(hid_t file, hid_t features, const std::string& path) {
         attr_read(file, "patch_size", info.patch_size, path, "the file root");
         attr_read(file, "patch_level", info.patch_level, path, "the file root");
     }
+    attr_read(features, "encoder", info.encoder, path, "'features'");  // ips and TRIDENT write it
     return info;
 }
 
@@ -394,6 +435,11 @@ void feature_bag_write(const std::string& path, const FeatureBag& bag) {
                             "cannot create '" + tmp + "'"),
                       H5Fclose);
         features_write(file, "features", features, path);
+        if (!bag.encoder.empty()) {  // beside the features, as TRIDENT puts it
+            H5Handle f(check(H5Dopen2(file, "features", H5P_DEFAULT), path, "cannot open dataset 'features'"), H5Dclose);
+            attr_write(f, "encoder", bag.encoder, path);
+            attr_write(f, "dim", features.size(1), path);
+        }
         H5Handle ds;
         if (coords.defined()) ds = dataset_write(file, "coords", coords, H5T_STD_I64LE, H5T_NATIVE_INT64, false, path);
         // On `coords` as CLAM does; without coords on the root, where TRIDENT-style readers also look.
@@ -433,6 +479,7 @@ FeatureBag feature_bag_read(const std::string& path) {
     bag.coords = info.coords;
     bag.patch_size = info.patch_size;
     bag.patch_level = info.patch_level;
+    bag.encoder = info.encoder;
     return bag;
 }
 

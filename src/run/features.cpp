@@ -18,7 +18,8 @@ std::string bag_path_of(const std::string& slide_path, const std::string& out_di
 std::string dtype_name(torch::ScalarType t) { return t == torch::kHalf ? "float16" : "float32"; }
 
 // features_check for the slide's grid, already made; fills `info` for a complete bag.
-OutputCheck check_of(const std::string& bag, const TileGrid& grid, const FeaturesOptions& opt, FeatureBagInfo& info) {
+OutputCheck check_of(const std::string& bag, const TileGrid& grid, const std::string& encoder,
+                     const FeaturesOptions& opt, FeatureBagInfo& info) {
     std::error_code ec;
     if (!fs::exists(bag, ec)) return {};
     auto bad = [&](const std::string& why) { return OutputCheck{OutputCheck::incomplete, why}; };
@@ -41,6 +42,8 @@ OutputCheck check_of(const std::string& bag, const TileGrid& grid, const Feature
                    std::to_string(info.patch_level) + ", not " + std::to_string(grid.patch) + " at level " +
                    std::to_string(grid.level));
     if (tiles > 0 && info.dim < 1) return bad(name + "its features have no columns");
+    if (!info.encoder.empty() && info.encoder != encoder)
+        return bad(name + "made by the encoder '" + info.encoder + "', not '" + encoder + "'");
     return {OutputCheck::complete, ""};
 }
 
@@ -61,7 +64,7 @@ OutputCheck features_check(const Config& cfg, const std::string& slide_path, con
     if (!fs::exists(bag, ec)) return {};  // without opening the slide
     auto slide = slide_open(slide_path);
     FeatureBagInfo info;
-    return check_of(bag, tile_grid_make(*slide, cfg.data), opt, info);
+    return check_of(bag, tile_grid_make(*slide, cfg.data), encoder_name(cfg.model), opt, info);
 }
 
 FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Device& device,
@@ -72,7 +75,7 @@ FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Dev
     auto slide = slide_open(slide_path);
     const TileGrid grid = tile_grid_make(*slide, cfg.data);
     FeatureBagInfo info;
-    const OutputCheck before = check_of(r.out, grid, opt, info);
+    const OutputCheck before = check_of(r.out, grid, encoder_name(cfg.model), opt, info);
     if (before.state == OutputCheck::complete) {
         r.already_done = true;
         r.n_tiles = info.rows;
@@ -98,6 +101,7 @@ FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Dev
     bag.coords = grid.coords;
     bag.patch_size = grid.patch;
     bag.patch_level = grid.level;
+    bag.encoder = encoder_name(cfg.model);
     fs::create_directories(out_dir);  // only now: a slide that cannot be read leaves no folder
     feature_bag_write(r.out, bag);
     r.dim = features.size(1);

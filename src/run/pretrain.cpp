@@ -73,6 +73,8 @@ struct CropSampler {
 
 PretrainResult encoder_pretrain_megapixel_mnist(const Config& cfg, const PretrainOptions& opt, const std::string& out) {
     if (!cfg.model.is_image) throw ConfigError("config key 'is_image': pre-training needs an image encoder");
+    if (cfg.model.enc_type == EncoderType::vit)
+        throw ConfigError("config key 'enc_type': pre-training trains ResNet trunks; a ViT starts from its own weight file");
     if (cfg.model.n_chan_in != 1) throw ConfigError("config key 'n_chan_in': Megapixel MNIST is grey (1 channel)");
     if (cfg.data.dataset != "megapixel_mnist")
         throw ConfigError("config key 'dataset': pre-training reads digit positions of megapixel_mnist data");

@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "ips/model.h"
+#include "test_support.h"
 #include "test_util.h"
 
 using namespace ips;
@@ -137,4 +140,98 @@ TEST(Model, ZeroKeysGiveUniformAttentionAndStillLearn) {
     auto logits = net->forward(x, torch::zeros({2, 4}, torch::kLong), {});
     logits[0].logsumexp(-1).sum().backward();
     EXPECT_GT(net->transf->crs_attn->k_w->weight.grad().abs().max().item<double>(), 0);
+}
+
+namespace {
+
+// A Kaiko ViT-S/16 cut to `depth` blocks as the IPS encoder: the preset's architecture, cheap.
+Config vit_config(int depth, const std::string& extra = "") {
+    return config_parse("is_image: true\nenc_type: vit\nvit: kaiko-vits16\nvit_depth: " + std::to_string(depth) +
+                        "\nn_chan_in: 3\nD: 384\nH: 2\nD_k: 8\nD_v: 8\nD_inner: 32\nM: 2\nI: 4\n" + extra +
+                        "tasks:\n  t: {id: 0, name: t}\n");
+}
+
+std::set<std::string> trainable_encoder_keys(IPSNet& net) {
+    std::set<std::string> keys;
+    for (const auto& p : net->named_parameters())
+        if (p.key().rfind("encoder.", 0) == 0 && p.value().requires_grad()) keys.insert(p.key());
+    return keys;
+}
+
+}  // namespace
+
+TEST(Model, AViTEncoderSeesPatchesThroughItsPresetsTransform) {
+    IPSNet net = test::net_of(vit_config(2));
+    net->eval();
+    Vit vit = net->vit();
+    ASSERT_TRUE(vit);
+    EXPECT_EQ(vit->blocks->size(), 2u);
+    EXPECT_TRUE(net->named_parameters().contains("encoder.1.blocks.1.mlp.fc2.weight"));
+    torch::NoGradGuard no_grad;
+    const auto pixels = torch::rand({3, 3, 224, 224});  // [0, 1], as the patch sources give them
+    const auto emb = net->embed(pixels);
+    EXPECT_EQ(emb.sizes(), (std::vector<int64_t>{3, 384}));
+    // Kaiko normalises with mean = std = 0.5: the trunk itself sees 2x - 1.
+    EXPECT_TRUE(torch::allclose(emb, vit->forward(pixels * 2 - 1), 1e-5, 1e-5));
+    // A 256 side is resized to 224 first (antialiased bilinear), as torchvision's Resize(224) does.
+    const auto big = torch::rand({1, 3, 256, 256});
+    namespace F = torch::nn::functional;
+    const auto resized = F::interpolate(big, F::InterpolateFuncOptions()
+                                                 .size(std::vector<int64_t>{224, 224})
+                                                 .mode(torch::kBilinear)
+                                                 .align_corners(false)
+                                                 .antialias(true));
+    EXPECT_TRUE(torch::allclose(net->embed(big), vit->forward(resized * 2 - 1), 1e-5, 1e-5));
+}
+
+TEST(Model, TheViTConfigChecksNameTheKey) {
+    const std::string e1 = test::error_of([] { vit_config(2, "normalize: imagenet\n"); });
+    EXPECT_NE(e1.find("config key 'normalize'"), std::string::npos) << e1;
+    const std::string e2 = test::error_of([] {
+        config_parse("enc_type: vit\nvit: nope\nn_chan_in: 3\nD: 384\ntasks:\n  t: {id: 0, name: t}\n");
+    });
+    EXPECT_NE(e2.find("config key 'vit': unknown ViT encoder 'nope' (known: uni, uni2-h"), std::string::npos) << e2;
+    const std::string e3 = test::error_of([] {
+        config_parse("enc_type: vit\nvit: kaiko-vitb16\nn_chan_in: 3\nD: 384\ntasks:\n  t: {id: 0, name: t}\n");
+    });
+    EXPECT_NE(e3.find("config key 'D': the ViT 'kaiko-vitb16' yields 768-d embeddings, not 384"), std::string::npos) << e3;
+    EXPECT_NE(test::error_of([] { vit_config(13); }).find("config key 'vit_depth'"), std::string::npos);
+    EXPECT_NE(test::error_of([] { vit_config(2, "freeze_encoder: some\n"); }).find("config key 'freeze_encoder'"),
+              std::string::npos);
+    // The value round-trips through the saved config.
+    for (const char* v : {"none", "all", "1"}) {
+        const Config c = vit_config(2, std::string("freeze_encoder: ") + v + "\n");
+        EXPECT_NE(config_to_yaml(c).find(std::string("freeze_encoder: ") + v), std::string::npos) << v;
+        EXPECT_EQ(config_parse(config_to_yaml(c)).model.freeze_encoder, c.model.freeze_encoder) << v;
+    }
+}
+
+TEST(Model, FreezeEncoderTrainsOnlyTheLastBlocks) {
+    IPSNet none = test::net_of(vit_config(3));
+    const size_t all = trainable_encoder_keys(none).size();
+    EXPECT_GT(all, 0u);
+    IPSNet frozen = test::net_of(vit_config(3, "freeze_encoder: all\n"));
+    EXPECT_TRUE(trainable_encoder_keys(frozen).empty());
+    IPSNet last = test::net_of(vit_config(3, "freeze_encoder: 1\n"));
+    for (const auto& k : trainable_encoder_keys(last))
+        EXPECT_TRUE(k.rfind("encoder.1.blocks.2.", 0) == 0 || k.rfind("encoder.1.norm.", 0) == 0) << k;
+    EXPECT_TRUE(trainable_encoder_keys(last).count("encoder.1.norm.weight"));
+    EXPECT_FALSE(last->named_parameters()["encoder.1.pos_embed"].requires_grad());
+    // The aggregator and heads always train.
+    EXPECT_TRUE(last->named_parameters()["transf.crs_attn.q"].requires_grad());
+
+    // A ResNet: the stem and all but the last residual block frozen, and their BatchNorm stays in
+    // eval mode through train(), so its statistics do not move.
+    Config rc = config_parse("is_image: true\nenc_type: resnet18\nn_res_blocks: 2\nencoder_width: 8\nn_chan_in: 3\nD: 16\n"
+                             "H: 2\nD_k: 8\nD_v: 8\nD_inner: 16\nfreeze_encoder: 1\ntasks:\n  t: {id: 0, name: t}\n");
+    IPSNet res = test::net_of(rc);
+    for (const auto& k : trainable_encoder_keys(res)) EXPECT_EQ(k.rfind("encoder.5.1.", 0), 0u) << k;
+    EXPECT_FALSE(trainable_encoder_keys(res).empty());
+    res->train();
+    EXPECT_FALSE(res->encoder->ptr(1)->is_training());             // bn1 of the stem
+    EXPECT_FALSE(res->encoder->ptr(5)->children()[0]->is_training());  // the first block of stage 2
+    EXPECT_TRUE(res->encoder->ptr(5)->children()[1]->is_training());
+    const auto before = res->named_buffers()["encoder.1.running_mean"].clone();
+    res->embed(torch::rand({4, 3, 32, 32}));
+    EXPECT_TRUE(torch::equal(before, res->named_buffers()["encoder.1.running_mean"]));
 }

@@ -325,3 +325,16 @@ TEST(FeatureBag, ImplausibleShapesAreRefusedNamingTheFile) {
         EXPECT_NE(what.find("implausible shape [1099511627776, 1024]"), std::string::npos) << what;
     }
 }
+
+// ips names the encoder beside the features as TRIDENT does, with its width, and reads it back.
+TEST(FeatureBag, TheEncoderIsRecordedBesideTheFeatures) {
+    TempDir dir;
+    FeatureBag bag = random_bag(5, 3, torch::kFloat32);
+    bag.encoder = "kaiko-vitb16";
+    feature_bag_write(dir / "b.h5", bag);
+    EXPECT_EQ(feature_bag_read(dir / "b.h5").encoder, "kaiko-vitb16");
+    const auto r = test::command_run("'" + test::torch_python() + "' -c \"import h5py; f = h5py.File('" + (dir / "b.h5") +
+                                     "'); print(f['features'].attrs['encoder'], int(f['features'].attrs['dim']))\" 2>&1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("kaiko-vitb16 3"), std::string::npos) << r.output;
+}

@@ -7,9 +7,12 @@ antialiasing for another grid), pre-norm blocks with fused qkv attention, GELU o
 MLPs, LayerScale, the final norm and the pooling (class token, class token + patch mean, mean).
 
     python3 vit_peer.py make DIR
+    python3 vit_peer.py shapes PRESETS.jsonl
 
-writes per case CASE.pt (random weights in the case's key layout: timm's, or Hugging Face
-ViTModel's with its pooler), input.pt, CASE_out.pt (tokens and pooled output) and cases.json.
+`make` writes per case CASE.pt (random weights in the case's key layout: timm's, or Hugging Face
+ViTModel's with its pooler), input.pt, CASE_out.pt (tokens and pooled output) and cases.json;
+`shapes` prints every parameter's name and shape of full-size presets from their build arguments
+(the lines of `ips encoders --json`), with their count.
 """
 import json
 import math
@@ -152,6 +155,28 @@ def pooled(tokens, c):
     return patches.mean(1)
 
 
+def shapes(c):
+    """Every parameter's timm name and shape for the build arguments, without making weights."""
+    D, hid, p = c["dim"], c["mlp_hidden"], c["patch"]
+    out = {"patch_embed.proj.weight": [D, 3, p, p], "patch_embed.proj.bias": [D]}
+    if c["cls"]:
+        out["cls_token"] = [1, 1, D]
+    if c["regs"]:
+        out["reg_token"] = [1, c["regs"], D]
+    out["pos_embed"] = [1, (c["img"] // p) ** 2 + (0 if c["no_embed_class"] else prefix_len(c)), D]
+    for i in range(c["depth"]):
+        b = "blocks.%d." % i
+        out.update({b + "norm1.weight": [D], b + "norm1.bias": [D], b + "attn.qkv.weight": [3 * D, D],
+                    b + "attn.qkv.bias": [3 * D], b + "attn.proj.weight": [D, D], b + "attn.proj.bias": [D],
+                    b + "norm2.weight": [D], b + "norm2.bias": [D], b + "mlp.fc1.weight": [hid, D],
+                    b + "mlp.fc1.bias": [hid], b + "mlp.fc2.weight": [D, hid // 2 if c["mlp"] == "swiglu_packed" else hid],
+                    b + "mlp.fc2.bias": [D]})
+        if c["layer_scale"]:
+            out[b + "ls1.gamma"], out[b + "ls2.gamma"] = [D], [D]
+    out["norm.weight"], out["norm.bias"] = [D], [D]
+    return out
+
+
 def make(out_dir):
     g = torch.Generator().manual_seed(1234)
     x = torch.rand(2, 3, 32, 32, generator=g)
@@ -170,6 +195,14 @@ def make(out_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "make":
-        sys.exit("usage: vit_peer.py make DIR")
-    make(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "make":
+        make(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "shapes":
+        # Each line of PRESETS.jsonl describes a preset (ips encoders --json): print its name, its
+        # parameters' shapes and their count.
+        for line in open(sys.argv[2]):
+            c = json.loads(line)
+            s = shapes(c)
+            print(json.dumps({"name": c["name"], "params": sum(math.prod(v) for v in s.values()), "shapes": s}))
+    else:
+        sys.exit("usage: vit_peer.py make DIR | shapes PRESETS.jsonl")

@@ -1,0 +1,145 @@
+// ViT encoders end to end with the ips binary: `ips features --encoder NAME --weights FILE` on the
+// real Aperio slide against a TRIDENT-style Python pipeline (tests/peer/vit_slide_peer.py: openslide
+// reads, torchvision-style transforms, an independent ViT) from the same weights, as torch.save
+// and as safetensors files; IPS trained and run on pixels with a ViT trunk, and freeze_encoder.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "ips/feature_bag.h"
+#include "ips/safetensors.h"
+#include "ips/torch_file.h"
+#include "ips/vit.h"
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+using ips::test::ips_run;
+using ips::test::TempDir;
+
+namespace {
+
+const std::string kDir = IPS_SOURCE_DIR;
+
+// The peer's description of a preset cut to `depth` blocks, read from tiles of `tile` pixels.
+nlohmann::json arch_of(const std::string& preset, int depth, int tile) {
+    const ips::VitPreset& p = ips::vit_preset(preset);
+    const ips::VitOptions& o = p.vit;
+    const char* pools[] = {"cls", "cls_mean", "mean"};
+    return {{"dim", o.dim}, {"depth", depth}, {"heads", o.heads}, {"mlp_hidden", o.mlp_hidden},
+            {"mlp", o.mlp == ips::VitMlp::gelu ? "gelu" : "swiglu_packed"}, {"patch", o.patch_size},
+            {"img", o.img_size}, {"cls", o.class_token}, {"regs", o.reg_tokens}, {"no_embed_class", o.no_embed_class},
+            {"layer_scale", o.layer_scale}, {"eps", o.eps}, {"pool", pools[static_cast<int>(o.pool)]},
+            {"keys", p.hf_vit_keys ? "hf_vit" : "timm"}, {"tile", tile}, {"resize", p.resize},
+            {"input", p.input_size}, {"bicubic", p.bicubic}, {"mean", p.mean}, {"std", p.std}};
+}
+
+std::string peer_run(const std::string& args) {
+    const auto r = ips::test::command_run("'" + ips::test::torch_python() + "' '" + kDir + "/tests/peer/vit_slide_peer.py' " +
+                                          args + " 2>&1");
+    EXPECT_EQ(r.code, 0) << r.output;
+    return r.output;
+}
+
+// Random weights of the preset's layout from the peer, as torch.save or (converted here) safetensors.
+std::string peer_weights(const TempDir& dir, const std::string& name, const nlohmann::json& arch, bool safetensors) {
+    const std::string json_path = dir / (name + ".json"), pt = dir / (name + ".bin");
+    std::ofstream(json_path) << arch.dump();
+    peer_run("weights '" + json_path + "' '" + pt + "'");
+    if (!safetensors) return pt;
+    const std::string st = dir / (name + ".safetensors");
+    ips::safetensors_write(st, ips::torch_file_read(pt));
+    return st;
+}
+
+}  // namespace
+
+TEST(Encoders, FeaturesOfSlideTilesEqualTheTridentStylePeers) {
+    const std::string svs = ips::test::test_slide_path();
+    ASSERT_TRUE(fs::exists(svs)) << svs;
+    struct Case {
+        std::string preset;
+        int tile;  // the side read from the slide; the preset's transform resizes it to its input
+        bool safetensors;
+    };
+    for (const Case& c : {Case{"kaiko-vits16", 224, false}, Case{"kaiko-vits16", 256, true}, Case{"phikon", 224, true}}) {
+        const std::string what = c.preset + " from " + (c.safetensors ? "safetensors" : "torch.save") + ", " +
+                                 std::to_string(c.tile) + " px tiles";
+        SCOPED_TRACE(what);
+        TempDir dir("ips_vit_features");
+        const auto arch = arch_of(c.preset, 1, c.tile);
+        const std::string weights = peer_weights(dir, "w", arch, c.safetensors);
+        const std::string side = std::to_string(c.tile);
+        auto f = ips_run("features " + kDir + "/tests/fixtures/features_vit.yaml " + svs + " --encoder " + c.preset +
+                         " --weights " + weights + " --set vit_depth=1 --set patch_size=" + side + " --set patch_stride=" +
+                         side + " --dtype float32 --device cpu --threads 2 --out " + (dir / "bags"));
+        ASSERT_EQ(f.code, 0) << f.output;
+        const std::string bag_path = dir / "bags/CMU-1-Small-Region.h5";
+        const ips::FeatureBag bag = ips::feature_bag_read(bag_path);
+        EXPECT_EQ(bag.encoder, c.preset);
+        EXPECT_EQ(bag.patch_size, c.tile);
+        ASSERT_GT(bag.features.size(0), 20);
+        ASSERT_EQ(bag.features.size(1), ips::vit_out_dim(ips::vit_preset(c.preset).vit));
+
+        peer_run("features '" + (dir / "w.json") + "' '" + weights.substr(0, weights.rfind('.')) + ".bin' '" + svs + "' '" +
+                 bag_path + "' '" + (dir / "peer.pt") + "'");
+        const auto peer = ips::torch_file_read(dir / "peer.pt");
+        ASSERT_EQ(peer.size(), 1u);
+        const torch::Tensor want = peer[0].second;
+        ASSERT_EQ(want.sizes(), bag.features.sizes());
+        const double diff = (bag.features - want).abs().max().item<double>();
+        EXPECT_LT(diff, 1e-4) << "max |ips - peer| " << diff << " over " << want.size(0) << " tiles";
+        RecordProperty("max_abs_diff_" + c.preset + "_" + side, std::to_string(diff));
+    }
+}
+
+TEST(Encoders, FeaturesRefuseAnUnknownEncoderAndAFileOfAnotherModel) {
+    TempDir dir("ips_vit_bad");
+    auto unknown = ips_run("features " + kDir + "/tests/fixtures/features_vit.yaml " + ips::test::test_slide_path() +
+                           " --encoder vit-huge-9000 --out " + (dir / "bags"));
+    EXPECT_NE(unknown.code, 0);
+    EXPECT_NE(unknown.output.find("unknown ViT encoder 'vit-huge-9000' (known: uni, uni2-h"), std::string::npos)
+        << unknown.output;
+    // Phikon's file given to a Kaiko ViT-S: its keys are named, and so is the file.
+    const std::string phikon = peer_weights(dir, "phikon", arch_of("phikon", 1, 224), false);
+    auto wrong = ips_run("features " + kDir + "/tests/fixtures/features_vit.yaml " + ips::test::test_slide_path() +
+                         " --encoder kaiko-vits16 --set vit_depth=1 --weights " + phikon + " --out " + (dir / "bags"));
+    EXPECT_NE(wrong.code, 0);
+    EXPECT_NE(wrong.output.find(phikon), std::string::npos) << wrong.output;
+    EXPECT_NE(wrong.output.find("shape mismatch"), std::string::npos) << wrong.output;
+    EXPECT_FALSE(fs::exists(dir / "bags"));
+}
+
+// IPS on pixels with a ViT trunk, started from a weight file: with freeze_encoder 1 the first
+// block ends as the file has it and the last one trains; the checkpoint then predicts on an image.
+TEST(Encoders, IpsTrainsAndPredictsWithAViTTrunkAndFrozenBlocks) {
+    TempDir dir("ips_vit_train");
+    const std::string weights = peer_weights(dir, "w", arch_of("kaiko-vits16", 2, 224), false);
+    const std::string cfg = kDir + "/tests/fixtures/vit_tiny.yaml";
+    auto t = ips_run("train " + cfg + " --device cpu --threads 2 --quiet --set encoder_weights=" + weights +
+                     " --set freeze_encoder=1 --out " + (dir / "run"));
+    ASSERT_EQ(t.code, 0) << t.output;
+    const auto file = ips::torch_file_read(weights);
+    std::map<std::string, torch::Tensor> start(file.begin(), file.end());
+    int same = 0, moved = 0;
+    for (const auto& [name, value] : ips::torch_file_read(dir / "run/last.pt", "model")) {
+        if (name.rfind("encoder.1.", 0) != 0) continue;
+        const std::string key = name.substr(10);
+        ASSERT_TRUE(start.count(key)) << key;
+        const bool equal = torch::equal(value, start.at(key));
+        const bool trains = key.rfind("blocks.1.", 0) == 0 || key.rfind("norm.", 0) == 0;
+        EXPECT_EQ(equal, !trains) << key;
+        (equal ? same : moved) += 1;
+    }
+    EXPECT_GT(same, 10);
+    EXPECT_GT(moved, 10);
+    // The checkpoint predicts on an image file, through the same ViT.
+    const std::string png = dir / "x.png";
+    ips::test::command_run("'" + ips::test::torch_python() + "' -c \"import torch, torchvision; "
+                           "torchvision.io.write_png((torch.rand(3, 448, 448) * 255).to(torch.uint8), '" + png + "')\"");
+    ASSERT_TRUE(fs::exists(png));
+    auto p = ips_run("predict " + cfg + " --weights " + (dir / "run/last.pt") + " " + png + " --json --device cpu");
+    ASSERT_EQ(p.code, 0) << p.output;
+    EXPECT_NE(p.output.find("\"predictions\""), std::string::npos) << p.output;
+}
