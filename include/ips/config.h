@@ -110,6 +110,8 @@ struct DataOptions {
     std::array<int64_t, 2> img_size{0, 0};  // H, W of image data; 0 = derive from N and the grid
     int slide_level = 0;       // pyramid level the patches are cut from
     double slide_mpp = 0;      // or: the coarsest level no coarser than this (µm per pixel; 0 = use slide_level)
+    int64_t bag_patch_size = 0;  // level-0 tile side of feature bags that record none and whose
+                                 // coords are too sparse to tell it (CLAM's features files); 0: unset
     bool tissue = false;       // keep only tiles with tissue (Otsu on a thumbnail)
     double tissue_min = 0.01;  // a tile is tissue when at least this fraction of it is
 };

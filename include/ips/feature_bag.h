@@ -1,9 +1,11 @@
 // Feature bags in HDF5: one row of pre-extracted features per tile.
 //
 // Two layouts are read:
-//  * per slide (CLAM / TRIDENT): a file with datasets `features` [N, F] (float16 or float32) and
-//    `coords` [N, 2] (int, level-0 top-left x, y) carrying the attributes `patch_size` and
-//    `patch_level`; ips and TRIDENT name the encoder on `features`;
+//  * per slide (ips, CLAM, TRIDENT): a file with datasets `features` [N, F] (float16 or float32)
+//    and `coords` [N, 2] (int, level-0 top-left x, y). The tile side comes from the attributes
+//    each writer leaves on `coords` (or the root): ips and CLAM's patch files `patch_size` and
+//    `patch_level`; TRIDENT `patch_size_level0`; CLAM's features files none at all (the side is
+//    then the coordinates' step, input_open.h). ips and TRIDENT name the encoder on `features`;
 //  * the reference IPS's single file: a group per slide holding `img` [N, F] and an attribute
 //    `label` on the group.
 // Rows are read lazily: a bag source keeps the file open and reads the rows asked for, so a
@@ -22,7 +24,7 @@ namespace ips {
 struct FeatureBag {
     torch::Tensor features;    // [N, F] float16 or float32
     torch::Tensor coords;      // [N, 2] int64, level-0 top-left (x, y); may be undefined
-    int64_t patch_size = 0;    // tile side in level-`patch_level` pixels
+    int64_t patch_size = 0;    // tile side in level-`patch_level` pixels; 0: not recorded
     int64_t patch_level = 0;
     std::string encoder;       // what made the features (attribute `encoder`, with `dim`); may be empty
 };
@@ -41,7 +43,7 @@ struct FeatureBagInfo {
     int64_t rows = 0, dim = 0;
     torch::ScalarType dtype = torch::kFloat32;  // as feature_bag_read gives the features
     torch::Tensor coords;                       // [rows, 2] int64; undefined when the file has none
-    int64_t patch_size = 0, patch_level = 0;
+    int64_t patch_size = 0, patch_level = 0;   // patch_size 0: the file records no tile side
     std::string encoder;
 };
 FeatureBagInfo feature_bag_info(const std::string& path);

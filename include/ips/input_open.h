@@ -12,7 +12,8 @@
 
 namespace ips {
 
-// ".h5" / ".hdf5", optionally followed by "#group" (a group of the reference's single file).
+// ".h5" / ".hdf5", optionally followed by "#group" (a group of the reference's single file), or
+// ".pt" (CLAM's pt_files: a torch.save'd [N, F] tensor, no coordinates).
 bool bag_path_is(const std::string& path);
 // The file of a bag path: "bags/x.h5#slide_1" -> "bags/x.h5".
 std::string bag_file_of(const std::string& path);

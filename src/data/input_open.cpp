@@ -7,6 +7,7 @@
 #include "ips/image_io.h"
 #include "ips/slide_source.h"
 #include "ips/tissue.h"
+#include "ips/torch_file.h"
 
 namespace ips {
 namespace fs = std::filesystem;
@@ -18,29 +19,50 @@ bool h5_name_is(const std::string& path) {
     return ext == ".h5" || ext == ".hdf5";
 }
 
+bool pt_name_is(const std::string& path) { return fs::path(path).extension() == ".pt"; }
+
 // A bag's tiles are as far apart as they are wide (tile_grid_full with stride = patch): the most
 // common step between neighbouring x positions, in level-0 pixels (the smallest could be a
 // few pixels where tissue regions were tiled from different offsets). Bags of one column fall
-// back to the stored patch size, which is level-0 pixels at patch_level 0.
-double bag_tile_side(const torch::Tensor& coords, int64_t patch_size) {
+// back to the stored patch size, which is level-0 pixels at patch_level 0, and bags that store
+// none (CLAM's features files) to the config's bag_patch_size.
+double bag_tile_side(const std::string& path, const FeatureBagInfo& info, const DataOptions& data) {
+    const torch::Tensor& coords = info.coords;
     if (coords.defined() && coords.size(0) > 1) {
         const auto xs = std::get<0>(torch::_unique(coords.select(1, 0), /*sorted=*/true));
         if (xs.numel() > 1) return double(std::get<0>(torch::mode(xs.diff())).item<int64_t>());
     }
-    return double(patch_size);
+    if (info.patch_size > 0) return double(info.patch_size);
+    if (data.bag_patch_size > 0) return double(data.bag_patch_size);
+    throw ConfigError("config key 'bag_patch_size': feature bag '" + path +
+                      "' records no tile side and its coordinates do not tell it (one column of tiles); "
+                      "set bag_patch_size to the level-0 tile side");
 }
 
-OpenedInput bag_input_open(const std::string& path) {
+// CLAM's pt_files: torch.save of the [N, F] features alone. No coordinates: no spatial outputs.
+PatchSourcePtr pt_bag_open(const std::string& path) {
+    const c10::IValue root = torch_file_load(path);
+    if (!root.isTensor())
+        throw std::runtime_error("feature bag '" + path + "': holds " + root.tagKind() +
+                                 ", not the [N, F] tensor of CLAM's pt_files");
+    const torch::Tensor f = root.toTensor();
+    if (f.dim() != 2 || !f.is_floating_point())
+        throw std::runtime_error("feature bag '" + path + "': a " + std::string(c10::toString(f.scalar_type())) + " tensor of shape " +
+                                 c10::str(f.sizes()) + ", not [N, F] floats");
+    return tensor_source_make(f.to(torch::kFloat32).contiguous());
+}
+
+OpenedInput bag_input_open(const std::string& path, const DataOptions& data) {
     OpenedInput in;
     in.path = path;
     in.source = bag_source_open(path);
-    if (bag_file_of(path) != path) return in;  // the reference layout keeps no coordinates
+    if (bag_file_of(path) != path || pt_name_is(path)) return in;  // the reference layout and pt files keep no coordinates
     const FeatureBagInfo info = feature_bag_info(path);
     if (!info.coords.defined()) return in;
     in.geometry.xy = info.coords;
-    in.geometry.w = in.geometry.h = in.geometry.step_w = in.geometry.step_h = bag_tile_side(info.coords, info.patch_size);
+    in.geometry.w = in.geometry.h = in.geometry.step_w = in.geometry.step_h = bag_tile_side(path, info, data);
     in.geometry.level = int(info.patch_level);
-    in.geometry.w_level = in.geometry.h_level = info.patch_size;
+    in.geometry.w_level = in.geometry.h_level = info.patch_size > 0 ? info.patch_size : int64_t(in.geometry.w);
     if (info.rows > 0) {
         in.width = int64_t(info.coords.select(1, 0).max().item<int64_t>() + in.geometry.w);
         in.height = int64_t(info.coords.select(1, 1).max().item<int64_t>() + in.geometry.h);
@@ -50,7 +72,7 @@ OpenedInput bag_input_open(const std::string& path) {
 
 }  // namespace
 
-bool bag_path_is(const std::string& path) { return h5_name_is(bag_file_of(path)); }
+bool bag_path_is(const std::string& path) { return h5_name_is(bag_file_of(path)) || pt_name_is(path); }
 
 std::string bag_file_of(const std::string& path) {
     const auto hash = path.rfind('#');
@@ -64,6 +86,7 @@ std::string input_stem(const std::string& path) {
 }
 
 PatchSourcePtr bag_source_open(const std::string& path) {
+    if (pt_name_is(path)) return pt_bag_open(path);
     const std::string file = bag_file_of(path);
     return file == path ? feature_bag_source_open(file) : feature_bag_source_open(file, path.substr(file.size() + 1));
 }
@@ -86,7 +109,7 @@ OpenedInput input_open(const std::string& path, const Config& cfg) {
     if (bag_path_is(path)) {
         if (cfg.model.is_image)
             throw ConfigError("config key 'is_image': " + path + " is a feature bag; the config is for images");
-        return bag_input_open(path);
+        return bag_input_open(path, cfg.data);
     }
     if (!cfg.model.is_image)
         throw ConfigError("config key 'is_image': " + path + " is an image; the config is for feature bags");

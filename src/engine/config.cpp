@@ -204,6 +204,7 @@ const std::vector<KeySpec>& key_table() {
         pair_key("img_size", &C::data, &D::img_size),
         field_key("slide_level", &C::data, &D::slide_level),
         field_key("slide_mpp", &C::data, &D::slide_mpp),
+        field_key("bag_patch_size", &C::data, &D::bag_patch_size),
         field_key("tissue", &C::data, &D::tissue),
         field_key("tissue_min", &C::data, &D::tissue_min),
         field_key("eps", &C::train, &T::eps),

@@ -271,12 +271,32 @@ torch::Tensor coords_read(hid_t file, int64_t n, const std::string& path) {
     return coords;
 }
 
-// CLAM keeps patch_size / patch_level on `coords`, some TRIDENT versions on the file root.
-int64_t patch_attr(hid_t file, const char* attr, const std::string& path) {
-    int64_t v = 0;
+// An attribute on `coords` (CLAM's patch files, TRIDENT, ips) or else on the file root (some
+// TRIDENT versions); false when neither has it.
+bool patch_attr(hid_t file, const char* attr, int64_t& v, const std::string& path) {
     H5Handle coords(check(H5Dopen2(file, "coords", H5P_DEFAULT), path, "cannot open dataset 'coords'"), H5Dclose);
-    if (attr_read(coords, attr, v, path, "'coords'") || attr_read(file, attr, v, path, "the file root")) return v;
-    fail(path, std::string("no attribute '") + attr + "' on 'coords' or the file root");
+    return attr_read(coords, attr, v, path, "'coords'") || attr_read(file, attr, v, path, "the file root");
+}
+
+// The tile side as each writer records it. ips and CLAM's patch files: patch_size at patch_level.
+// TRIDENT: patch_size at its target magnification and patch_size_level0 (no level): the level-0
+// side. CLAM's features files (attr_dict=None): nothing; patch_size stays 0, and readers take the
+// side from the coordinates' step (input_open).
+void patch_geometry_read(hid_t file, FeatureBagInfo& info, const std::string& path) {
+    int64_t level0 = 0;
+    const bool has_level = patch_attr(file, "patch_level", info.patch_level, path);
+    const bool has_size = patch_attr(file, "patch_size", info.patch_size, path);
+    if (!has_level && patch_attr(file, "patch_size_level0", level0, path)) {
+        info.patch_size = level0;
+        info.patch_level = 0;
+    } else if (has_size && !has_level) {
+        info.patch_level = 0;
+    } else if (has_level && !has_size) {
+        fail(path, "attribute 'patch_level' without 'patch_size' on 'coords' or the file root");
+    }
+    if (info.patch_size < 0 || info.patch_level < 0)
+        fail(path, "negative patch_size or patch_level (" + std::to_string(info.patch_size) + ", " +
+                       std::to_string(info.patch_level) + ")");
 }
 
 // Rows of a bag read on demand; the file stays open for the source's lifetime.
@@ -402,8 +422,7 @@ FeatureBagInfo info_read(hid_t file, hid_t features, const std::string& path) {
     info.dtype = feature_dtype(features, path, "features");
     info.coords = coords_read(file, info.rows, path);
     if (info.coords.defined()) {
-        info.patch_size = patch_attr(file, "patch_size", path);
-        info.patch_level = patch_attr(file, "patch_level", path);
+        patch_geometry_read(file, info, path);
     } else {
         // A bag without coords has no geometry to interpret; root attributes are taken if present.
         attr_read(file, "patch_size", info.patch_size, path, "the file root");

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <sstream>
 
 #include <unistd.h>
@@ -237,6 +238,14 @@ ExplainTimes explain_write(const std::string& folder, OpenedInput& in, const Sco
     ExplainTimes times;
     const bool has_coords = in.geometry.xy.defined();
     const auto files = explain_files(opt, in.slide != nullptr, has_coords);
+    if (!has_coords && (opt.heatmap || opt.overlay || opt.geojson || opt.gallery || opt.viewer)) {
+        static std::once_flag said;  // once per run, not once per bag of a cohort
+        std::call_once(said, [&] {
+            std::fprintf(stderr, "note: %s has no tile coordinates (a CLAM .pt bag or a group of the reference's "
+                                 "file): predictions and scores only, no pictures or GeoJSON for such inputs\n",
+                         in.path.c_str());
+        });
+    }
     if (files.empty()) return times;
     // Everything goes into FOLDER.tmp.<pid>, renamed to FOLDER at the end: an input that fails
     // leaves nothing, a killed one a temporary that the next run removes.

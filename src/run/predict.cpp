@@ -58,7 +58,7 @@ std::string output_problem(const fs::path& file) {
 
 bool has_coords(const std::string& input) {
     if (!bag_path_is(input)) return true;
-    if (bag_file_of(input) != input) return false;
+    if (bag_file_of(input) != input || fs::path(input).extension() == ".pt") return false;
     return feature_bag_info(input).coords.defined();
 }
 

@@ -193,3 +193,49 @@ TEST(PredictRanks, TwoRanksWriteOneProcesssRecordsAndARerunRedoesOnlyACutOne) {
     EXPECT_NE(refused.code, 0);
     EXPECT_NE(refused.output.find("give --out DIR"), std::string::npos) << refused.output;
 }
+
+// Bags as CLAM and TRIDENT write them (tests/peer/make_peer_bags.py) train from a CSV and predict
+// as they are: tile sides from TRIDENT's patch_size_level0 or from the coordinates' step (CLAM
+// records none), bag_patch_size where one column cannot tell it, and CLAM's pt_files without
+// coordinates give predictions and scores only, said once.
+TEST(PeerBags, ClamAndTridentBagsTrainAndPredictAsTheyAre) {
+    ips::test::TempDir dir("ips_peer_bags");
+    const auto made = ips::test::command_run("'" + ips::test::torch_python() + "' '" + kDir +
+                                             "/tests/peer/make_peer_bags.py' '" + dir.path.string() + "' 2>&1");
+    ASSERT_EQ(made.code, 0) << made.output;
+    std::ofstream(dir / "train.csv") << "path,metastases\nclam.h5,0\ntrident.h5,1\nclam_pt.pt,0\nclam_column.h5,1\n";
+    std::ofstream(dir / "test.csv") << "path,metastases\nclam.h5,0\nclam_pt.pt,1\n";
+    const std::string cfg = kDir + "/tests/fixtures/bags_tiny.yaml --device cpu --threads 2 --set data_dir=" +
+                            dir.path.string();
+    Output train = ips_run("train " + cfg + " --quiet --out " + (dir / "run"));
+    ASSERT_EQ(train.code, 0) << train.output;
+    EXPECT_EQ(train.output.find("skipped"), std::string::npos) << train.output;
+
+    const std::string predict = "predict " + cfg + " --weights " + (dir / "run/last.pt") + " --quiet";
+    Output p = ips_run(predict + " --out " + (dir / "pred") + " --outputs heatmap,geojson " + (dir / "clam.h5") + " " +
+                       (dir / "trident.h5") + " " + (dir / "clam_pt.pt") + " " + (dir / "clam_pt_b.pt"));
+    ASSERT_EQ(p.code, 0) << p.output;
+    for (const char* stem : {"clam", "trident"}) {
+        EXPECT_TRUE(fs::exists(dir / (std::string("pred/") + stem + "/heatmap.png"))) << stem;
+        const auto geo = nlohmann::json::parse(ips::test::file_text(dir / (std::string("pred/") + stem + "/patches.geojson")));
+        const auto ring = geo["features"][0]["geometry"]["coordinates"][0];
+        const double side = ring[2][0].get<double>() - ring[0][0].get<double>();
+        EXPECT_EQ(side, std::string(stem) == "clam" ? 256 : 512) << stem << ": " << ring.dump();
+    }
+    EXPECT_TRUE(fs::exists(dir / "pred/clam_pt.json"));
+    EXPECT_FALSE(fs::exists(dir / "pred/clam_pt/heatmap.png"));
+    size_t notes = 0;
+    for (size_t at = p.output.find("has no tile coordinates"); at != std::string::npos;
+         at = p.output.find("has no tile coordinates", at + 1))
+        ++notes;
+    EXPECT_EQ(notes, 1u) << p.output;
+
+    // One column of tiles does not tell the side: the error names the key that does.
+    Output column = ips_run(predict + " --out " + (dir / "col") + " --outputs heatmap " + (dir / "clam_column.h5"));
+    EXPECT_NE(column.code, 0);
+    EXPECT_NE(column.output.find("config key 'bag_patch_size'"), std::string::npos) << column.output;
+    Output told = ips_run(predict + " --set bag_patch_size=256 --out " + (dir / "col") + " --outputs heatmap " +
+                          (dir / "clam_column.h5"));
+    ASSERT_EQ(told.code, 0) << told.output;
+    EXPECT_TRUE(fs::exists(dir / "col/clam_column/heatmap.png"));
+}

@@ -326,6 +326,28 @@ TEST(FeatureBag, ImplausibleShapesAreRefusedNamingTheFile) {
     }
 }
 
+// Bags as CLAM and TRIDENT write them (tests/peer/make_peer_bags.py, with h5py and torch as their
+// code does): every file gives the same features, and each its tile side as the writer records it.
+TEST(FeatureBag, ReadsClamAndTridentBagsAsTheyWriteThem) {
+    TempDir dir;
+    const auto r = test::command_run("'" + test::torch_python() + "' '" + std::string(IPS_SOURCE_DIR) +
+                                     "/tests/peer/make_peer_bags.py' '" + dir.path.string() + "' 2>&1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const FeatureBag clam = feature_bag_read(dir / "clam.h5");
+    EXPECT_EQ(clam.features.sizes(), (std::vector<int64_t>{40, 32}));
+    EXPECT_EQ(clam.coords.scalar_type(), torch::kLong);  // stored as int32
+    EXPECT_EQ(clam.patch_size, 0);                        // CLAM's features files record no side
+    EXPECT_TRUE(clam.encoder.empty());
+    const FeatureBag trident = feature_bag_read(dir / "trident.h5");
+    EXPECT_TRUE(torch::equal(trident.features, clam.features));
+    EXPECT_EQ(trident.patch_size, 512);  // patch_size_level0, not the 20x patch_size of 256
+    EXPECT_EQ(trident.patch_level, 0);
+    EXPECT_EQ(trident.encoder, "uni_v1");
+    const FeatureBagInfo info = feature_bag_info(dir / "trident.h5");
+    EXPECT_EQ(info.encoder, "uni_v1");
+    EXPECT_EQ(info.rows, 40);
+}
+
 // ips names the encoder beside the features as TRIDENT does, with its width, and reads it back.
 TEST(FeatureBag, TheEncoderIsRecordedBesideTheFeatures) {
     TempDir dir;
