@@ -13,13 +13,14 @@ namespace {
 // The names the peer tests use (tests/peer/vit_slide_peer.py's ARCH.json).
 nlohmann::json preset_json(const VitPreset& p) {
     const VitOptions& o = p.vit;
-    const char* pools[] = {"cls", "cls_mean", "mean"};
+    const char* pools[] = {"cls", "cls_mean", "mean", "attn_pool"};
     return {{"name", p.name}, {"weights_from", p.weights_from}, {"dim", o.dim}, {"depth", o.depth},
             {"heads", o.heads}, {"mlp_hidden", o.mlp_hidden},
             {"mlp", o.mlp == VitMlp::gelu ? "gelu" : "swiglu_packed"}, {"patch", o.patch_size},
             {"img", o.img_size}, {"cls", o.class_token}, {"regs", o.reg_tokens},
             {"no_embed_class", o.no_embed_class}, {"layer_scale", o.layer_scale}, {"eps", o.eps},
-            {"pool", pools[static_cast<int>(o.pool)]}, {"keys", p.hf_vit_keys ? "hf_vit" : "timm"},
+            {"pool", pools[static_cast<int>(o.pool)]}, {"pool_dim", o.pool_dim}, {"pool_heads", o.pool_heads},
+            {"keys", p.hf_vit_keys ? "hf_vit" : o.pool == VitPool::attn_pool ? "conch" : "timm"},
             {"out_dim", vit_out_dim(o)}, {"tile", p.resize}, {"resize", p.resize}, {"input", p.input_size},
             {"bicubic", p.bicubic}, {"mean", p.mean}, {"std", p.std}, {"mpp", p.mpp}};
 }
@@ -36,7 +37,12 @@ int64_t preset_params(const VitOptions& o) {
     block += 3 * d * d + (o.qkv_bias ? 3 * d : 0) + d * d + d;  // attn.qkv, attn.proj
     block += d * o.mlp_hidden + o.mlp_hidden + fc2_in * d + d;  // mlp.fc1, mlp.fc2
     if (o.layer_scale) block += 2 * d;
-    return n + o.depth * block + 2 * d;  // + the final norm
+    n += o.depth * block + 2 * d;  // + the final norm
+    if (o.pool == VitPool::attn_pool) {  // query, ln_q, ln_k, q/k/v projections, biases, out_proj, ln_contrast
+        const int64_t P = o.pool_dim;
+        n += P + 2 * P + 2 * d + P * P + 2 * P * d + 3 * P + P * P + P + 2 * P;
+    }
+    return n;
 }
 
 void encoders_setup(CLI::App* sub) {

@@ -23,6 +23,8 @@ enum class VitPool {
     cls,       // the class token after the final norm: [B, dim]
     cls_mean,  // concat(class token, mean of the patch tokens, registers left out): [B, 2 dim] (Virchow)
     mean,      // mean of the patch tokens: [B, dim]
+    attn_pool, // CONCH: one learned query attends over every token (attn_pool_contrast), then a
+               // LayerNorm (ln_contrast): [B, pool_dim]
 };
 
 struct VitOptions {
@@ -43,6 +45,8 @@ struct VitOptions {
     bool qkv_bias = true;
     double eps = 1e-6;            // every LayerNorm (timm 1e-6; Hugging Face ViT configs 1e-12)
     VitPool pool = VitPool::cls;
+    int64_t pool_dim = 512;  // attn_pool: the query's width (CONCH's embed_dim) and its heads
+    int64_t pool_heads = 8;
 };
 
 // Output width for the options' pooling.
@@ -88,6 +92,22 @@ struct VitBlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(VitBlock);
 
+// CONCH's AttentionalPooler with torch's MultiheadAttention inside, under their names: one query
+// [1, pool_dim] (ln_q), keys and values from the tokens (ln_k, kdim = vdim = dim), so the
+// projections are separate (attn.q_proj_weight, k_proj_weight, v_proj_weight, in_proj_bias,
+// out_proj). tokens [B, T, dim] -> [B, pool_dim].
+struct VitAttnPoolImpl : torch::nn::Module {
+    VitAttnPoolImpl(int64_t dim, int64_t pool_dim, int64_t heads);
+    torch::Tensor forward(const torch::Tensor& tokens);
+    int64_t heads;
+    torch::Tensor query;
+    std::shared_ptr<torch::nn::Module> attn;  // holds q/k/v_proj_weight, in_proj_bias, out_proj
+    torch::Tensor q_proj_weight, k_proj_weight, v_proj_weight, in_proj_bias;
+    torch::nn::Linear out_proj{nullptr};
+    torch::nn::LayerNorm ln_q{nullptr}, ln_k{nullptr};
+};
+TORCH_MODULE(VitAttnPool);
+
 struct VitImpl : torch::nn::Module {
     explicit VitImpl(const VitOptions& o);
     // [B, C, H, W] (H and W multiples of patch_size) -> every token after the final norm:
@@ -102,6 +122,8 @@ struct VitImpl : torch::nn::Module {
     torch::Tensor cls_token, reg_token, pos_embed;  // [1, 1, dim], [1, R, dim], [1, L, dim]
     torch::nn::ModuleList blocks{nullptr};
     torch::nn::LayerNorm norm{nullptr};
+    VitAttnPool attn_pool_contrast{nullptr};  // pool attn_pool only
+    torch::nn::LayerNorm ln_contrast{nullptr};
 };
 TORCH_MODULE(Vit);
 

@@ -17,9 +17,11 @@ enum class VitKeys {
 };
 
 // The state dict in timm's names: Hugging Face's separate query/key/value become one qkv; the
-// prefixes a file puts around the trunk ("module.", "model.", "visual.trunk.", "trunk.", "vit.")
-// are dropped, and so are entries outside the trunk: a classifier head (head.*), Hugging Face's
-// pooler and mask token. `layout` automatic tells Hugging Face files by their embeddings.* keys.
+// prefixes a file puts around the trunk ("module.", "model.", "visual.trunk.", "trunk.",
+// "visual.", "vit.") are dropped, and so are entries outside the image features: a classifier head
+// (head.*), Hugging Face's pooler and mask token, CONCH's text tower, captioning pooler and
+// contrastive projection (its attn_pool_contrast and ln_contrast are kept: the attn_pool pooling).
+// `layout` automatic tells Hugging Face files by their embeddings.* keys.
 NamedTensors vit_keys_timm(const NamedTensors& sd, VitKeys layout = VitKeys::automatic);
 
 // Loads a weight file (torch.save or safetensors, through weights_read) into the trunk, strictly:

@@ -7,7 +7,9 @@
 
 namespace ips {
 
-int64_t vit_out_dim(const VitOptions& o) { return o.pool == VitPool::cls_mean ? 2 * o.dim : o.dim; }
+int64_t vit_out_dim(const VitOptions& o) {
+    return o.pool == VitPool::cls_mean ? 2 * o.dim : o.pool == VitPool::attn_pool ? o.pool_dim : o.dim;
+}
 
 VitPatchEmbedImpl::VitPatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size) {
     proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(in_chans, dim, patch_size).stride(patch_size)));
@@ -67,11 +69,42 @@ torch::Tensor VitBlockImpl::forward(torch::Tensor x) {
     return x + (ls2 ? ls2->forward(m) : m);
 }
 
+VitAttnPoolImpl::VitAttnPoolImpl(int64_t dim, int64_t pool_dim, int64_t heads_) : heads(heads_) {
+    if (pool_dim % heads != 0)
+        throw std::invalid_argument("vit: pool_dim " + std::to_string(pool_dim) + " is not a multiple of pool_heads " +
+                                    std::to_string(heads));
+    // Registration order is CONCH's: query, attn, ln_q, ln_k.
+    query = register_parameter("query", torch::randn({1, pool_dim}));
+    attn = register_module("attn", std::make_shared<torch::nn::Module>());
+    const double bound = 1.0 / std::sqrt(static_cast<double>(dim));
+    q_proj_weight = attn->register_parameter("q_proj_weight", torch::empty({pool_dim, pool_dim}).uniform_(-bound, bound));
+    k_proj_weight = attn->register_parameter("k_proj_weight", torch::empty({pool_dim, dim}).uniform_(-bound, bound));
+    v_proj_weight = attn->register_parameter("v_proj_weight", torch::empty({pool_dim, dim}).uniform_(-bound, bound));
+    in_proj_bias = attn->register_parameter("in_proj_bias", torch::zeros({3 * pool_dim}));
+    out_proj = attn->register_module("out_proj", torch::nn::Linear(pool_dim, pool_dim));
+    // nn.LayerNorm's default eps, which CONCH keeps.
+    ln_q = register_module("ln_q", torch::nn::LayerNorm(torch::nn::LayerNormOptions({pool_dim}).eps(1e-5)));
+    ln_k = register_module("ln_k", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
+}
+
+torch::Tensor VitAttnPoolImpl::forward(const torch::Tensor& tokens) {
+    const int64_t B = tokens.size(0), T = tokens.size(1), P = query.size(1), d = P / heads;
+    const auto x = ln_k->forward(tokens);
+    const auto b = in_proj_bias.chunk(3);
+    const auto q = torch::nn::functional::linear(ln_q->forward(query), q_proj_weight, b[0]);  // [1, P]
+    const auto k = torch::nn::functional::linear(x, k_proj_weight, b[1]);                       // [B, T, P]
+    const auto v = torch::nn::functional::linear(x, v_proj_weight, b[2]);
+    const auto qh = q.view({1, 1, heads, d}).transpose(1, 2).expand({B, heads, 1, d});
+    const auto kh = k.view({B, T, heads, d}).transpose(1, 2), vh = v.view({B, T, heads, d}).transpose(1, 2);
+    const auto out = compat::attention_sdpa(qh, kh, vh);  // [B, heads, 1, d]
+    return out_proj->forward(out.transpose(1, 2).reshape({B, P}));
+}
+
 VitImpl::VitImpl(const VitOptions& o) : opt(o) {
     if (o.img_size % o.patch_size != 0)
         throw std::invalid_argument("vit: img_size " + std::to_string(o.img_size) + " is not a multiple of patch_size " +
                                     std::to_string(o.patch_size));
-    if (o.pool != VitPool::mean && !o.class_token)
+    if ((o.pool == VitPool::cls || o.pool == VitPool::cls_mean) && !o.class_token)
         throw std::invalid_argument("vit: pooling by the class token needs class_token");
     const int64_t grid = o.img_size / o.patch_size;
     patch_embed = register_module("patch_embed", VitPatchEmbed(o.in_chans, o.dim, o.patch_size));
@@ -82,6 +115,10 @@ VitImpl::VitImpl(const VitOptions& o) : opt(o) {
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (int64_t k = 0; k < o.depth; ++k) blocks->push_back(VitBlock(o));
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(o.eps)));
+    if (o.pool == VitPool::attn_pool) {
+        attn_pool_contrast = register_module("attn_pool_contrast", VitAttnPool(o.dim, o.pool_dim, o.pool_heads));
+        ln_contrast = register_module("ln_contrast", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.pool_dim}).eps(1e-5)));
+    }
 }
 
 torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols) {
@@ -129,6 +166,7 @@ torch::Tensor VitImpl::forward(const torch::Tensor& x) {
         case VitPool::cls: return t.select(1, 0);
         case VitPool::cls_mean: return torch::cat({t.select(1, 0), patches.mean(1)}, -1);
         case VitPool::mean: return patches.mean(1);
+        case VitPool::attn_pool: return ln_contrast->forward(attn_pool_contrast->forward(t));
     }
     return t.select(1, 0);
 }
@@ -184,6 +222,17 @@ std::vector<VitPreset> presets_make() {
     add("gigapath", "prov-gigapath/prov-gigapath pytorch_model.bin",
         with(vit_of(1536, 40, 24, 8192, 16), M::swiglu_packed, true, 0, false), kImagenetMean, kImagenetStd, 256);
     p.back().bicubic = true;
+    // CONCH v1 (conch_ViT-B-16): a timm ViT-B/16 at 448, then the contrastive attentional pooler
+    // (one query, 8 heads, 768 -> 512) and its LayerNorm, as TRIDENT calls it
+    // (encode_image(proj_contrast=False, normalize=False)); OpenAI CLIP's mean and std, bicubic.
+    {
+        VitOptions o = vit_of(768, 12, 12, 3072, 16, 448);
+        o.pool = VitPool::attn_pool, o.pool_dim = 512, o.pool_heads = 8;
+        add("conch-v1", "MahmoodLab/CONCH pytorch_model.bin", o, {0.48145466, 0.4578275, 0.40821073},
+            {0.26862954, 0.26130258, 0.27577711}, 448);
+        p.back().input_size = 448;
+        p.back().bicubic = true;
+    }
     // Hugging Face ViTModel (ViT-B/16), LayerNorm eps 1e-12 from its config.
     {
         VitOptions o = vit_of(768, 12, 12, 3072, 16);

@@ -13,13 +13,17 @@ bool starts_with(const std::string& s, const std::string& prefix) { return s.com
 
 // Drops one of the wrappers model repositories put around the trunk, once per kind.
 std::string prefix_strip(std::string key) {
-    for (const char* p : {"module.", "model.", "visual.trunk.", "trunk.", "vit."})
+    for (const char* p : {"module.", "model.", "visual.trunk.", "trunk.", "visual.", "vit."})
         if (starts_with(key, p)) key = key.substr(std::string(p).size());
     return key;
 }
 
+// A classifier head, Hugging Face's pooler and mask token; and CONCH's parts that are not its
+// image features: the text tower, the captioning pooler and the contrastive projection.
 bool outside_trunk(const std::string& key) {
-    return starts_with(key, "head.") || starts_with(key, "pooler.") || key == "embeddings.mask_token";
+    for (const char* p : {"head.", "pooler.", "text.", "text_decoder.", "attn_pool_caption.", "ln_caption."})
+        if (starts_with(key, p)) return true;
+    return key == "embeddings.mask_token" || key == "proj_contrast" || key == "logit_scale";
 }
 
 // Hugging Face ViTModel names -> timm's; "" for query / key / value, which are joined into qkv.

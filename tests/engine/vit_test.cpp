@@ -53,7 +53,9 @@ TEST(VitPresets, FullSizeNamesShapesAndCountsEqualThePeers) {
         SCOPED_TRACE(p.name);
         const int64_t count = ours.at(p.name)["params"];
         EXPECT_EQ(count, theirs.at(p.name)["params"].get<int64_t>());
-        if (millions.count(p.name)) EXPECT_NEAR(count / 1e6, double(millions.at(p.name)), 1.0);
+        if (millions.count(p.name)) {
+            EXPECT_NEAR(count / 1e6, double(millions.at(p.name)), 1.0);
+        }
         // Names and shapes: the module with 2 blocks against the peer's list without blocks >= 2;
         // its count then extends to the full depth by the same per-block size.
         Vit two(vit_preset_options(p, 2));

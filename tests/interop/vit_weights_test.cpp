@@ -48,7 +48,8 @@ VitOptions options_of(const nlohmann::json& c) {
     o.patch_size = c["patch"], o.img_size = c["img"], o.class_token = c["cls"], o.reg_tokens = c["regs"];
     o.no_embed_class = c["no_embed_class"], o.layer_scale = c["layer_scale"], o.eps = c["eps"];
     const std::string pool = c["pool"];
-    o.pool = pool == "cls" ? VitPool::cls : pool == "cls_mean" ? VitPool::cls_mean : VitPool::mean;
+    o.pool = pool == "cls" ? VitPool::cls : pool == "cls_mean" ? VitPool::cls_mean : pool == "attn_pool" ? VitPool::attn_pool : VitPool::mean;
+    if (c.contains("pool_dim")) o.pool_dim = c["pool_dim"], o.pool_heads = c["pool_heads"];
     return o;
 }
 
@@ -167,6 +168,7 @@ TEST(VitPresets, HoldThePublishedShapes) {
         {"kaiko-vits16", {1, 197, 384}, {1536, 384}, {384, 1536}, 384},
         {"kaiko-vitb16", {1, 197, 768}, {3072, 768}, {768, 3072}, 768},
         {"kaiko-vitl14", {1, 1369, 1024}, {4096, 1024}, {1024, 4096}, 1024},
+        {"conch-v1", {1, 785, 768}, {3072, 768}, {768, 3072}, 512},
     };
     ASSERT_EQ(rows.size(), vit_presets().size());
     for (const auto& r : rows) {

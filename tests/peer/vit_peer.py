@@ -37,6 +37,12 @@ CASES = [
     # Phikon: Hugging Face ViTModel layout, LayerNorm eps 1e-12, with its pooler (not the trunk's)
     dict(name="hf_vit", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
          regs=0, no_embed_class=False, layer_scale=False, eps=1e-12, pool="cls", keys="hf_vit", run=32),
+    # CONCH v1: a plain ViT whose tokens go through an attentional pooler (one query,
+    # nn.MultiheadAttention with kdim = vdim = dim) and a LayerNorm; the file nests the trunk in
+    # visual.trunk. beside a text tower and a captioning pooler that are not image features.
+    dict(name="conch", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=48, cls=True,
+         regs=0, no_embed_class=False, layer_scale=False, eps=1e-6, pool="attn_pool", pool_dim=16, pool_heads=2,
+         keys="conch", run=32),
     # weights stored as bfloat16 (as several model files are): loaded as stored, computed in float32
     dict(name="bf16", dim=32, depth=1, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
          regs=0, no_embed_class=False, layer_scale=True, eps=1e-6, pool="mean", keys="timm", run=32, dtype="bf16"),
@@ -72,7 +78,31 @@ def timm_weights(c, g):
         if c["layer_scale"]:
             sd[b + "ls2.gamma"] = 0.5 + r(D)
     sd["norm.weight"], sd["norm.bias"] = 1 + r(D), r(D)
+    if c["pool"] == "attn_pool":
+        P, a = c["pool_dim"], "attn_pool_contrast."
+        sd[a + "query"] = r(1, P, scale=1.0)
+        sd[a + "attn.q_proj_weight"], sd[a + "attn.k_proj_weight"], sd[a + "attn.v_proj_weight"] = r(P, P), r(P, D), r(P, D)
+        sd[a + "attn.in_proj_bias"] = r(3 * P)
+        sd[a + "attn.out_proj.weight"], sd[a + "attn.out_proj.bias"] = r(P, P), r(P)
+        sd[a + "ln_q.weight"], sd[a + "ln_q.bias"] = 1 + r(P), r(P)
+        sd[a + "ln_k.weight"], sd[a + "ln_k.bias"] = 1 + r(D), r(D)
+        sd["ln_contrast.weight"], sd["ln_contrast.bias"] = 1 + r(P), r(P)
     return sd
+
+
+def conch_layout(sd, g):
+    """CONCH's file: the trunk under visual.trunk., the pooler under visual., and parts that are not
+    image features (captioning pooler, contrastive projection, text tower, logit scale)."""
+    out = {}
+    for k, v in sd.items():
+        pooler = k.startswith("attn_pool_contrast.") or k.startswith("ln_contrast.")
+        out[("visual." if pooler else "visual.trunk.") + k] = v
+    out["visual.attn_pool_caption.query"] = torch.randn(4, 8, generator=g)
+    out["visual.ln_caption.weight"] = torch.randn(8, generator=g)
+    out["visual.proj_contrast"] = torch.randn(8, 8, generator=g)
+    out["text.token_embedding.weight"] = torch.randn(10, 8, generator=g)
+    out["logit_scale"] = torch.tensor(2.0)
+    return out
 
 
 def hf_layout(sd, c, g):
@@ -146,7 +176,23 @@ def vit_tokens(sd, c, x):
     return F.layer_norm(t, (D,), sd["norm.weight"], sd["norm.bias"], c["eps"])
 
 
-def pooled(tokens, c):
+def attn_pool(sd, c, tokens):
+    """CONCH's AttentionalPooler through torch's own multi-head attention, then ln_contrast."""
+    P, a = c["pool_dim"], "attn_pool_contrast."
+    x = F.layer_norm(tokens, (c["dim"],), sd[a + "ln_k.weight"], sd[a + "ln_k.bias"], 1e-5).permute(1, 0, 2)
+    q = F.layer_norm(sd[a + "query"], (P,), sd[a + "ln_q.weight"], sd[a + "ln_q.bias"], 1e-5)
+    q = q.unsqueeze(1).repeat(1, x.shape[1], 1)
+    out, _ = F.multi_head_attention_forward(
+        q, x, x, P, c["pool_heads"], None, sd[a + "attn.in_proj_bias"], None, None, False, 0.0,
+        sd[a + "attn.out_proj.weight"], sd[a + "attn.out_proj.bias"], training=False, need_weights=False,
+        use_separate_proj_weight=True, q_proj_weight=sd[a + "attn.q_proj_weight"],
+        k_proj_weight=sd[a + "attn.k_proj_weight"], v_proj_weight=sd[a + "attn.v_proj_weight"])
+    return F.layer_norm(out.permute(1, 0, 2)[:, 0], (P,), sd["ln_contrast.weight"], sd["ln_contrast.bias"], 1e-5)
+
+
+def pooled(tokens, c, sd=None):
+    if c["pool"] == "attn_pool":
+        return attn_pool(sd, c, tokens)
     patches = tokens[:, prefix_len(c):]
     if c["pool"] == "cls":
         return tokens[:, 0]
@@ -174,6 +220,13 @@ def shapes(c):
         if c["layer_scale"]:
             out[b + "ls1.gamma"], out[b + "ls2.gamma"] = [D], [D]
     out["norm.weight"], out["norm.bias"] = [D], [D]
+    if c["pool"] == "attn_pool":
+        P, a = c["pool_dim"], "attn_pool_contrast."
+        out.update({a + "query": [1, P], a + "attn.q_proj_weight": [P, P], a + "attn.k_proj_weight": [P, D],
+                    a + "attn.v_proj_weight": [P, D], a + "attn.in_proj_bias": [3 * P],
+                    a + "attn.out_proj.weight": [P, P], a + "attn.out_proj.bias": [P], a + "ln_q.weight": [P],
+                    a + "ln_q.bias": [P], a + "ln_k.weight": [D], a + "ln_k.bias": [D],
+                    "ln_contrast.weight": [P], "ln_contrast.bias": [P]})
     return out
 
 
@@ -185,11 +238,12 @@ def make(out_dir):
         sd = timm_weights(c, g)
         if c.get("dtype") == "bf16":
             sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
-        file_sd = hf_layout(sd, c, g) if c["keys"] == "hf_vit" else sd
+        file_sd = hf_layout(sd, c, g) if c["keys"] == "hf_vit" else conch_layout(sd, g) if c["keys"] == "conch" else sd
         torch.save(file_sd, "%s/%s.pt" % (out_dir, c["name"]))
         with torch.no_grad():
-            tokens = vit_tokens({k: v.float() for k, v in sd.items()}, c, x[..., : c["run"], : c["run"]])
-        torch.save({"tokens": tokens, "pooled": pooled(tokens, c)}, "%s/%s_out.pt" % (out_dir, c["name"]))
+            sd32 = {k: v.float() for k, v in sd.items()}
+            tokens = vit_tokens(sd32, c, x[..., : c["run"], : c["run"]])
+        torch.save({"tokens": tokens, "pooled": pooled(tokens, c, sd32)}, "%s/%s_out.pt" % (out_dir, c["name"]))
     with open(out_dir + "/cases.json", "w") as f:
         json.dump(CASES, f, indent=1)
 

@@ -49,11 +49,16 @@ def weights(arch_path, out):
         a = json.load(f)
     g = torch.Generator().manual_seed(4321)
     sd = vit_peer.timm_weights(a, g)
-    torch.save(vit_peer.hf_layout(sd, a, g) if a["keys"] == "hf_vit" else sd, out)
+    layouts = {"hf_vit": vit_peer.hf_layout, "conch": lambda sd, a, g: vit_peer.conch_layout(sd, g)}
+    torch.save(layouts[a["keys"]](sd, a, g) if a["keys"] in layouts else sd, out)
 
 
 def timm_of(a, sd):
-    """The timm names the peer's forward reads, from a file in either layout."""
+    """The timm names the peer's forward reads, from a file in any of the layouts."""
+    if a["keys"] == "conch":
+        return {k.split(".", 2)[2] if k.startswith("visual.trunk.") else k[len("visual."):]: v
+                for k, v in sd.items() if k.startswith("visual.trunk.") or k.startswith("visual.attn_pool_contrast.")
+                or k.startswith("visual.ln_contrast.")}
     if a["keys"] != "hf_vit":
         return sd
     out = {"cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
@@ -89,7 +94,7 @@ def features(arch_path, weights_path, slide_path, bag_path, out, batch=64):
                 rgb = np.asarray(slide.read_region((int(x), int(y)), 0, (side, side)).convert("RGB"))
                 tiles.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1))
             x = transform(torch.stack(tiles).float() / 255.0, a)
-            chunks.append(vit_peer.pooled(vit_peer.vit_tokens(sd, a, x), a))
+            chunks.append(vit_peer.pooled(vit_peer.vit_tokens(sd, a, x), a, sd))
     seconds = time.time() - start
     feats = torch.cat(chunks) if chunks else torch.empty(0, 0)
     torch.save({"features": feats}, out)
