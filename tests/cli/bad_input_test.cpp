@@ -24,6 +24,7 @@
 #include "ips/checkpoint.h"
 #include "ips/config.h"
 #include "ips/image_io.h"
+#include "ips/safetensors.h"
 #include "ips/slide.h"
 #include "ips/torch_file.h"
 #include "test_support.h"
@@ -181,7 +182,8 @@ std::string fixture_text(const std::string& yaml) { return bytes_of(kDir + "/tes
 // ---- the table ----------------------------------------------------------------------------------
 
 // In `command`, `names` and `also`: {d} is the case's folder, {svs} the real slide (read, never
-// written), {grey} {syn} {bags} {feat} the fixture configs, {cpu} the runtime options, and
+// written), {grey} {syn} {bags} {feat} the fixture configs ({vit}: features_vit.yaml with a
+// one-block Kaiko ViT-S), {cpu} the runtime options, and
 // {eval-bags} {eval-syn} {predict} the commands most cases share.
 struct BadInputCase {
     const char* name;
@@ -325,6 +327,21 @@ const BadInputCase kCases[] = {
      "train {bags} --set data_dir={d} --quiet {cpu} --out {d}/run", "{d}/train.csv", "no rows"},
     {"EncoderWeightsMisShaped", [](const Scene& s) { ips::torch_file_write(s / "enc.pt", {{"conv1.weight", torch::zeros({16, 3, 3, 3})}}); },
      "features {feat} {svs} --set encoder_weights={d}/enc.pt {cpu} --out {d}/bags", "{d}/enc.pt", "conv1.weight"},
+    // A ViT's weight file as users have them (docs/ENCODERS.md): another model's, safetensors cut
+    // short or with a header past the file, and a torch.save file older than PyTorch 1.6.
+    {"VitWeightsOfAnotherModel", [](const Scene& s) {
+         ips::safetensors_write(s / "w.safetensors", {{"patch_embed.proj.weight", torch::zeros({8, 3, 16, 16})}});
+     },
+     "features {vit} {svs} --weights {d}/w.safetensors {cpu} --out {d}/bags", "{d}/w.safetensors", "patch_embed.proj.weight"},
+    {"SafetensorsTruncated", [](const Scene& s) {
+         ips::safetensors_write(s / "w.safetensors", {{"cls_token", torch::zeros({1, 1, 384})}});
+         truncate_to(s.dir / "w.safetensors", 0.6);
+     },
+     "features {vit} {svs} --weights {d}/w.safetensors {cpu} --out {d}/bags", "{d}/w.safetensors", nullptr},
+    {"SafetensorsHeaderPastTheFile", [](const Scene& s) { bytes_write(s / "w.safetensors", std::string("\xff\xff\x00\x00\x00\x00\x00\x00{}", 10)); },
+     "features {vit} {svs} --weights {d}/w.safetensors {cpu} --out {d}/bags", "{d}/w.safetensors", nullptr},
+    {"TorchFileLegacyFormat", [](const Scene& s) { bytes_write(s / "w.bin", std::string("\x80\x02", 2) + "an old pickle"); },
+     "features {vit} {svs} --weights {d}/w.bin {cpu} --out {d}/bags", "{d}/w.bin", "legacy"},
 
     // ---- images (predict; --out is where its records would go) ----
     {"PngTruncated", [](const Scene& s) { image_with_weights(s, "png"); truncate_to(s.dir / "x.png", 0.5); },
@@ -411,6 +428,7 @@ std::string expand(const std::string& text, const fs::path& dir) {
     s = replace_all(s, "{syn}", fixtures + "tiny_synthetic.yaml");
     s = replace_all(s, "{bags}", fixtures + "bags_tiny.yaml");
     s = replace_all(s, "{feat}", fixtures + "features_tiny.yaml");
+    s = replace_all(s, "{vit}", fixtures + "features_vit.yaml --encoder kaiko-vits16 --set vit_depth=1");
     s = replace_all(s, "{svs}", ips::test::test_slide_path());
     return replace_all(s, "{d}", dir.string());
 }
