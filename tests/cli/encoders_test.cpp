@@ -64,8 +64,13 @@ TEST(Encoders, FeaturesOfSlideTilesEqualTheTridentStylePeers) {
         int tile;  // the side read from the slide; the preset's transform resizes it to its input
         bool safetensors;
     };
+    // One case per family: plain (Kaiko S/16, also resized from 256), Hugging Face's layout
+    // (Phikon), CONCH's pooler, SwiGLU + LayerScale with a bicubic resize and crop (GigaPath),
+    // registers inside pos_embed with CLS + mean (Virchow2), registers outside it (UNI2-h), and
+    // pos_embed resampled from 37 x 37 (Kaiko L/14). Larger tiles keep the wide ones few.
     for (const Case& c : {Case{"kaiko-vits16", 224, false}, Case{"kaiko-vits16", 256, true}, Case{"phikon", 224, true},
-                          Case{"conch-v1", 448, false}}) {
+                          Case{"conch-v1", 448, false}, Case{"gigapath", 512, true}, Case{"virchow2", 448, false},
+                          Case{"uni2-h", 448, true}, Case{"kaiko-vitl14", 448, false}}) {
         const std::string what = c.preset + " from " + (c.safetensors ? "safetensors" : "torch.save") + ", " +
                                  std::to_string(c.tile) + " px tiles";
         SCOPED_TRACE(what);
