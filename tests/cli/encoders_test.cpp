@@ -43,15 +43,12 @@ std::string peer_run(const std::string& args) {
     return r.output;
 }
 
-// Random weights of the preset's layout from the peer, as torch.save or (converted here) safetensors.
-std::string peer_weights(const TempDir& dir, const std::string& name, const nlohmann::json& arch, bool safetensors) {
+// Random weights of the preset's layout from the peer, as a torch.save file.
+std::string peer_weights(const TempDir& dir, const std::string& name, const nlohmann::json& arch) {
     const std::string json_path = dir / (name + ".json"), pt = dir / (name + ".bin");
     std::ofstream(json_path) << arch.dump();
     peer_run("weights '" + json_path + "' '" + pt + "'");
-    if (!safetensors) return pt;
-    const std::string st = dir / (name + ".safetensors");
-    ips::safetensors_write(st, ips::torch_file_read(pt));
-    return st;
+    return pt;
 }
 
 }  // namespace
@@ -68,30 +65,48 @@ TEST(Encoders, FeaturesOfSlideTilesEqualTheTridentStylePeers) {
     // (Phikon), CONCH's pooler, SwiGLU + LayerScale with a bicubic resize and crop (GigaPath),
     // registers inside pos_embed with CLS + mean (Virchow2), registers outside it (UNI2-h), and
     // pos_embed resampled from 37 x 37 (Kaiko L/14). Larger tiles keep the wide ones few.
-    for (const Case& c : {Case{"kaiko-vits16", 224, false}, Case{"kaiko-vits16", 256, true}, Case{"phikon", 224, true},
-                          Case{"conch-v1", 448, false}, Case{"gigapath", 512, true}, Case{"virchow2", 448, false},
-                          Case{"uni2-h", 448, true}, Case{"kaiko-vitl14", 448, false}}) {
-        const std::string what = c.preset + " from " + (c.safetensors ? "safetensors" : "torch.save") + ", " +
-                                 std::to_string(c.tile) + " px tiles";
-        SCOPED_TRACE(what);
-        TempDir dir("ips_vit_features");
-        const auto arch = arch_of(c.preset, 1, c.tile);
-        const std::string weights = peer_weights(dir, "w", arch, c.safetensors);
-        const std::string side = std::to_string(c.tile);
+    const std::vector<Case> cases{{"kaiko-vits16", 224, false}, {"kaiko-vits16", 256, true}, {"phikon", 224, true},
+                                  {"conch-v1", 448, false},     {"gigapath", 512, true},     {"virchow2", 448, false},
+                                  {"uni2-h", 448, true},        {"kaiko-vitl14", 448, false}};
+    TempDir dir("ips_vit_features");
+    // The peer runs twice in all (weights for every case, then every case's features): importing
+    // torch once per case would cost more than the cases.
+    const auto name_of = [&](size_t k) { return "case" + std::to_string(k); };
+    std::string weight_jobs;
+    for (size_t k = 0; k < cases.size(); ++k) {
+        std::ofstream(dir / (name_of(k) + ".json")) << arch_of(cases[k].preset, 1, cases[k].tile).dump();
+        weight_jobs += " '" + (dir / (name_of(k) + ".json")) + "' '" + (dir / (name_of(k) + ".bin")) + "'";
+    }
+    peer_run("weights" + weight_jobs);
+    nlohmann::json jobs = nlohmann::json::array();
+    for (size_t k = 0; k < cases.size(); ++k) {
+        const Case& c = cases[k];
+        std::string weights = dir / (name_of(k) + ".bin");
+        if (c.safetensors) {
+            const std::string st = dir / (name_of(k) + ".safetensors");
+            ips::safetensors_write(st, ips::torch_file_read(weights));
+            weights = st;
+        }
+        const std::string side = std::to_string(c.tile), out = dir / ("bags" + std::to_string(k));
         auto f = ips_run("features " + kDir + "/tests/fixtures/features_vit.yaml " + svs + " --encoder " + c.preset +
                          " --weights " + weights + " --set vit_depth=1 --set patch_size=" + side + " --set patch_stride=" +
-                         side + " --dtype float32 --device cpu --threads 2 --out " + (dir / "bags"));
-        ASSERT_EQ(f.code, 0) << f.output;
-        const std::string bag_path = dir / "bags/CMU-1-Small-Region.h5";
-        const ips::FeatureBag bag = ips::feature_bag_read(bag_path);
+                         side + " --dtype float32 --device cpu --threads 2 --out " + out);
+        ASSERT_EQ(f.code, 0) << c.preset << "\n" << f.output;
+        jobs.push_back({{"arch", dir / (name_of(k) + ".json")}, {"weights", dir / (name_of(k) + ".bin")}, {"slide", svs},
+                        {"bag", out + "/CMU-1-Small-Region.h5"}, {"out", dir / (name_of(k) + "_peer.pt")}});
+    }
+    std::ofstream(dir / "jobs.json") << jobs.dump();
+    peer_run("features-each '" + (dir / "jobs.json") + "'");
+    for (size_t k = 0; k < cases.size(); ++k) {
+        const Case& c = cases[k];
+        const std::string side = std::to_string(c.tile);
+        SCOPED_TRACE(c.preset + " from " + (c.safetensors ? "safetensors" : "torch.save") + ", " + side + " px tiles");
+        const ips::FeatureBag bag = ips::feature_bag_read(jobs[k]["bag"].get<std::string>());
         EXPECT_EQ(bag.encoder, c.preset);
         EXPECT_EQ(bag.patch_size, c.tile);
-        ASSERT_GT(bag.features.size(0), 10);  // 18 tissue tiles of 448 px, 55-75 of 224-256 px
+        ASSERT_GT(bag.features.size(0), 10);  // 15-18 tissue tiles of 448-512 px, 55-75 of 224-256 px
         ASSERT_EQ(bag.features.size(1), ips::vit_out_dim(ips::vit_preset(c.preset).vit));
-
-        peer_run("features '" + (dir / "w.json") + "' '" + weights.substr(0, weights.rfind('.')) + ".bin' '" + svs + "' '" +
-                 bag_path + "' '" + (dir / "peer.pt") + "'");
-        const auto peer = ips::torch_file_read(dir / "peer.pt");
+        const auto peer = ips::torch_file_read(dir / (name_of(k) + "_peer.pt"));
         ASSERT_EQ(peer.size(), 1u);
         const torch::Tensor want = peer[0].second;
         ASSERT_EQ(want.sizes(), bag.features.sizes());
@@ -110,7 +125,7 @@ TEST(Encoders, FeaturesRefuseAnUnknownEncoderAndAFileOfAnotherModel) {
     EXPECT_NE(unknown.output.find("unknown ViT encoder 'vit-huge-9000' (known: uni, uni2-h"), std::string::npos)
         << unknown.output;
     // Phikon's file given to a Kaiko ViT-S: its keys are named, and so is the file.
-    const std::string phikon = peer_weights(dir, "phikon", arch_of("phikon", 1, 224), false);
+    const std::string phikon = peer_weights(dir, "phikon", arch_of("phikon", 1, 224));
     auto wrong = ips_run("features " + kDir + "/tests/fixtures/features_vit.yaml " + ips::test::test_slide_path() +
                          " --encoder kaiko-vits16 --set vit_depth=1 --weights " + phikon + " --out " + (dir / "bags"));
     EXPECT_NE(wrong.code, 0);
@@ -123,7 +138,7 @@ TEST(Encoders, FeaturesRefuseAnUnknownEncoderAndAFileOfAnotherModel) {
 // block ends as the file has it and the last one trains; the checkpoint then predicts on an image.
 TEST(Encoders, IpsTrainsAndPredictsWithAViTTrunkAndFrozenBlocks) {
     TempDir dir("ips_vit_train");
-    const std::string weights = peer_weights(dir, "w", arch_of("kaiko-vits16", 2, 224), false);
+    const std::string weights = peer_weights(dir, "w", arch_of("kaiko-vits16", 2, 224));
     const std::string cfg = kDir + "/tests/fixtures/vit_tiny.yaml";
     auto t = ips_run("train " + cfg + " --device cpu --threads 2 --quiet --set encoder_weights=" + weights +
                      " --set freeze_encoder=1 --out " + (dir / "run"));

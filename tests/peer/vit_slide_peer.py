@@ -3,8 +3,9 @@ reads each tile at the bag's coordinates, torchvision-style transforms on tensor
 resized with antialiasing, a centre crop, mean/std), then the independent ViT of vit_peer.py,
 batch by batch. The parity tests compare `ips features` with this, and docs/BENCHMARKS.md times it.
 
-    python3 vit_slide_peer.py weights ARCH.json OUT.pt        random weights in the layout's keys
+    python3 vit_slide_peer.py weights ARCH.json OUT.pt [ARCH.json OUT.pt ...]   random weights in the layout's keys
     python3 vit_slide_peer.py features ARCH.json WEIGHTS SLIDE BAG OUT.pt [--batch 64] [--threads N]
+    python3 vit_slide_peer.py features-each JOBS.json     the same for each {arch, weights, slide, bag, out}
 
 ARCH.json: vit_peer's case keys (dim, depth, heads, mlp_hidden, mlp, patch, img, cls, regs,
 no_embed_class, layer_scale, eps, pool, keys) plus the transform: tile (side read at level 0),
@@ -112,9 +113,15 @@ if __name__ == "__main__":
         i = args.index("--batch")
         batch = int(args[i + 1])
         del args[i:i + 2]
-    if len(args) == 3 and args[0] == "weights":
-        weights(args[1], args[2])
+    # Several jobs in one process: the tests pay for importing torch once, not once per case.
+    if len(args) >= 3 and len(args) % 2 == 1 and args[0] == "weights":
+        for k in range(1, len(args), 2):
+            weights(args[k], args[k + 1])
     elif len(args) == 6 and args[0] == "features":
         features(args[1], args[2], args[3], args[4], args[5], batch)
+    elif len(args) == 2 and args[0] == "features-each":
+        with open(args[1]) as f:
+            for job in json.load(f):
+                features(job["arch"], job["weights"], job["slide"], job["bag"], job["out"], batch)
     else:
         sys.exit(__doc__)
