@@ -21,6 +21,8 @@ void runtime_configure(int threads) {
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 
+void runtime_memory_release() { malloc_trim(0); }
+
 namespace {
 
 // CUDA's version numbers as cudart and cuDNN report them: 12040 -> "12.4", 90100 -> "9.1.0".

@@ -162,7 +162,7 @@ torch::Tensor VitImpl::tokens(const torch::Tensor& x) {
     // On the CPU without gradients, the batch goes through each block in slices: a block's
     // temporaries (qkv, the attention scores [n, heads, T, T], the MLP's hidden) then grow with the
     // slice, not the batch. For a ViT-B/16 at batch 64 the scores alone are 119 MB per copy, and
-    // glibc keeps freed blocks of this size resident.
+    // runtime_configure keeps freed memory on the heap, so a peak stays resident.
     constexpr int64_t kSlice = 16;
     const bool sliced = t.is_cpu() && !torch::GradMode::is_enabled() && B > kSlice;
     for (const auto& block : *blocks) {

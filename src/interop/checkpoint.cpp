@@ -5,13 +5,11 @@
 
 #include <cstdio>
 #include <cstring>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <sstream>
 
 #include "ips/torch_file.h"
 #include "ips/torchvision.h"
+#include "ips/runtime.h"
 #include "ips/vit_weights.h"
 
 namespace ips {
@@ -152,28 +150,18 @@ void weights_load(const std::string& path, IPSNet& net) {
     state_dict_apply(*net, torch_file_read(path), "", /*strict=*/true, path);
 }
 
-namespace {
-void memory_trim() {
-#ifdef __GLIBC__
-    malloc_trim(0);
-#endif
-}
-}  // namespace
-
 void initial_weights_apply(IPSNet& net) {
     const ModelOptions& m = net->opt;
-    if (auto vit = net->vit(); vit && !m.encoder_weights.empty()) {
+    if (auto vit = net->vit(); vit && !m.encoder_weights.empty())
         vit_load(vit, m.encoder_weights);
-        // The file's tensors were copied into the module and freed; most are below glibc's mmap
-        // threshold, so their pages stay with the process unless handed back. For a ViT-B that is
-        // 330 MB of resident memory that the activations, allocated in larger blocks, never reuse.
-        memory_trim();
-    }
     else if (m.is_image && !m.encoder_weights.empty())
         trunk_load_torchvision(net->encoder, m.encoder_weights, m.n_res_blocks);
     else if (m.is_image && m.pretrained)
         std::fprintf(stderr, "warning: 'pretrained' is set but 'encoder_weights' names no file: the encoder "
                              "starts from random weights\n");
+    // The file's tensors were copied into the module and freed, and runtime_configure keeps freed
+    // memory on the heap.
+    if (m.is_image && !m.encoder_weights.empty()) runtime_memory_release();
 }
 
 }  // namespace ips
