@@ -271,22 +271,20 @@ torch::Tensor coords_read(hid_t file, int64_t n, const std::string& path) {
     return coords;
 }
 
-// An attribute on `coords` (CLAM's patch files, TRIDENT, ips) or else on the file root (some
-// TRIDENT versions); false when neither has it.
-bool patch_attr(hid_t file, const char* attr, int64_t& v, const std::string& path) {
-    H5Handle coords(check(H5Dopen2(file, "coords", H5P_DEFAULT), path, "cannot open dataset 'coords'"), H5Dclose);
-    return attr_read(coords, attr, v, path, "'coords'") || attr_read(file, attr, v, path, "the file root");
-}
-
-// The tile side as each writer records it. ips and CLAM's patch files: patch_size at patch_level.
-// TRIDENT: patch_size at its target magnification and patch_size_level0 (no level): the level-0
-// side. CLAM's features files (attr_dict=None): nothing; patch_size stays 0, and readers take the
-// side from the coordinates' step (input_open).
+// The tile side as each writer records it, on `coords` (CLAM's patch files, TRIDENT, ips) or else
+// on the file root (some TRIDENT versions). ips and CLAM's patch files: patch_size at
+// patch_level. TRIDENT: patch_size at its target magnification and patch_size_level0 (no level):
+// the level-0 side. CLAM's features files (attr_dict=None): nothing; patch_size stays 0, and
+// readers take the side from the coordinates' step (input_open).
 void patch_geometry_read(hid_t file, FeatureBagInfo& info, const std::string& path) {
+    H5Handle coords(check(H5Dopen2(file, "coords", H5P_DEFAULT), path, "cannot open dataset 'coords'"), H5Dclose);
+    const auto attr = [&](const char* name, int64_t& v) {
+        return attr_read(coords, name, v, path, "'coords'") || attr_read(file, name, v, path, "the file root");
+    };
     int64_t level0 = 0;
-    const bool has_level = patch_attr(file, "patch_level", info.patch_level, path);
-    const bool has_size = patch_attr(file, "patch_size", info.patch_size, path);
-    if (!has_level && patch_attr(file, "patch_size_level0", level0, path)) {
+    const bool has_level = attr("patch_level", info.patch_level);
+    const bool has_size = attr("patch_size", info.patch_size);
+    if (!has_level && attr("patch_size_level0", level0)) {
         info.patch_size = level0;
         info.patch_level = 0;
     } else if (has_size && !has_level) {
