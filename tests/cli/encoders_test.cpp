@@ -22,18 +22,15 @@ namespace {
 
 const std::string kDir = IPS_SOURCE_DIR;
 
-// The peer's description of a preset cut to `depth` blocks, read from tiles of `tile` pixels.
+// The peer's description of a preset (`ips encoders --json`, as bench_features.sh takes it), cut
+// to `depth` blocks and read from tiles of `tile` pixels.
 nlohmann::json arch_of(const std::string& preset, int depth, int tile) {
-    const ips::VitPreset& p = ips::vit_preset(preset);
-    const ips::VitOptions& o = p.vit;
-    const char* pools[] = {"cls", "cls_mean", "mean", "attn_pool"};
-    return {{"dim", o.dim}, {"depth", depth}, {"heads", o.heads}, {"mlp_hidden", o.mlp_hidden},
-            {"mlp", o.mlp == ips::VitMlp::gelu ? "gelu" : "swiglu_packed"}, {"patch", o.patch_size},
-            {"img", o.img_size}, {"cls", o.class_token}, {"regs", o.reg_tokens}, {"no_embed_class", o.no_embed_class},
-            {"layer_scale", o.layer_scale}, {"eps", o.eps}, {"pool", pools[static_cast<int>(o.pool)]},
-            {"pool_dim", o.pool_dim}, {"pool_heads", o.pool_heads},
-            {"keys", p.hf_vit_keys ? "hf_vit" : o.pool == ips::VitPool::attn_pool ? "conch" : "timm"}, {"tile", tile}, {"resize", p.resize},
-            {"input", p.input_size}, {"bicubic", p.bicubic}, {"mean", p.mean}, {"std", p.std}};
+    const auto r = ips_run("encoders --json " + preset);
+    EXPECT_EQ(r.code, 0) << r.output;
+    auto arch = nlohmann::json::parse(r.output);
+    arch["depth"] = depth;
+    arch["tile"] = tile;
+    return arch;
 }
 
 std::string peer_run(const std::string& args) {
