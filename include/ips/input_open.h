@@ -22,6 +22,9 @@ std::string bag_file_of(const std::string& path);
 std::string input_stem(const std::string& path);
 // The bag's rows as a lazy patch source (per-slide layout, or the group after '#').
 PatchSourcePtr bag_source_open(const std::string& path);
+// Whether the input says where its patches lie: images and slides do; of the bags, only
+// per-slide files with `coords` (not the reference's groups, not CLAM's .pt files).
+bool input_has_coords(const std::string& path);
 
 // Whether an image is decoded whole and resized to img_size (a photo, as training reads it) rather
 // than read tile by tile: a single-level image, no tissue detection, img_size set. Memory then

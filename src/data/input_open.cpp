@@ -85,6 +85,12 @@ std::string input_stem(const std::string& path) {
     return file == path ? stem : stem + "_" + path.substr(file.size() + 1);
 }
 
+bool input_has_coords(const std::string& path) {
+    if (!bag_path_is(path)) return true;
+    if (bag_file_of(path) != path || pt_name_is(path)) return false;
+    return feature_bag_info(path).coords.defined();
+}
+
 PatchSourcePtr bag_source_open(const std::string& path) {
     if (pt_name_is(path)) return pt_bag_open(path);
     const std::string file = bag_file_of(path);

@@ -13,7 +13,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include "ips/feature_bag.h"
 #include "ips/files.h"
 #include "ips/heatmap.h"
 #include "ips/image_io.h"
@@ -54,12 +53,6 @@ std::string output_problem(const fs::path& file) {
     }
     if (ext == ".tif" && fs::file_size(file, ec) < 8) return file.string() + " is cut short";
     return "";
-}
-
-bool has_coords(const std::string& input) {
-    if (!bag_path_is(input)) return true;
-    if (bag_file_of(input) != input || fs::path(input).extension() == ".pt") return false;
-    return feature_bag_info(input).coords.defined();
 }
 
 // The first cell of a CSV line, trimmed, unquoted as csv_cell quotes ("a ""b"", c" -> a "b", c).
@@ -213,7 +206,7 @@ OutputCheck prediction_record_check(const std::string& record, const std::string
                        (heatmap_out.empty() ? "(none)" : heatmap_out));
         if (!heatmap.empty() && !png_whole(heatmap)) return bad("its heat map " + heatmap + " is not a whole PNG");
         if (!outputs_dir.empty())
-            for (const auto& f : explain_files(explain, !bag_path_is(input), has_coords(input))) {
+            for (const auto& f : explain_files(explain, !bag_path_is(input), input_has_coords(input))) {
                 const std::string problem = output_problem(fs::path(outputs_dir) / f);
                 if (!problem.empty()) return bad("its output " + problem);
             }
