@@ -13,14 +13,17 @@ namespace {
 // The names the peer tests use (tests/peer/vit_slide_peer.py's ARCH.json).
 nlohmann::json preset_json(const VitPreset& p) {
     const VitOptions& o = p.vit;
-    const char* pools[] = {"cls", "cls_mean", "mean", "attn_pool"};
+    const char* pools[] = {"cls", "cls_mean", "mean", "attn_pool", "attn_pool_kv"};
+    const char* resamples[] = {"bicubic", "bicubic_hf", "bicubic_dino", "bilinear"};
+    const char* pos_loads[] = {"exact", "resample", "adopt"};
     return {{"name", p.name}, {"weights_from", p.weights_from}, {"dim", o.dim}, {"depth", o.depth},
             {"heads", o.heads}, {"mlp_hidden", o.mlp_hidden},
             {"mlp", o.mlp == VitMlp::gelu ? "gelu" : "swiglu_packed"}, {"patch", o.patch_size},
             {"img", o.img_size}, {"cls", o.class_token}, {"regs", o.reg_tokens},
             {"no_embed_class", o.no_embed_class}, {"layer_scale", o.layer_scale}, {"eps", o.eps},
             {"pool", pools[static_cast<int>(o.pool)]}, {"pool_dim", o.pool_dim}, {"pool_heads", o.pool_heads},
-            {"keys", p.hf_vit_keys ? "hf_vit" : o.pool == VitPool::attn_pool ? "conch" : "timm"},
+            {"keys", p.file_layout}, {"pos_resample", resamples[static_cast<int>(o.pos_resample)]},
+            {"pos_load", pos_loads[static_cast<int>(o.pos_load)]},
             {"out_dim", vit_out_dim(o)}, {"tile", p.resize}, {"resize", p.resize}, {"input", p.input_size},
             {"bicubic", p.bicubic}, {"mean", p.mean}, {"std", p.std}, {"mpp", p.mpp}};
 }
@@ -41,6 +44,10 @@ int64_t preset_params(const VitOptions& o) {
     if (o.pool == VitPool::attn_pool) {  // query, ln_q, ln_k, q/k/v projections, biases, out_proj, ln_contrast
         const int64_t P = o.pool_dim;
         n += P + 2 * P + 2 * d + P * P + 2 * P * d + 3 * P + P * P + P + 2 * P;
+    }
+    if (o.pool == VitPool::attn_pool_kv) {  // query, ln_k, ln_q, to_q, to_kv, to_out (no biases), ln_contrast
+        const int64_t P = o.pool_dim;
+        n += P + 2 * d + 2 * P + P * P + 2 * P * d + P * P + 2 * P;
     }
     return n;
 }

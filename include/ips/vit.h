@@ -1,5 +1,5 @@
 // Vision transformers as timm builds them (the trunks of the pathology foundation models: UNI,
-// Virchow, H-optimus, Prov-GigaPath, Phikon, Kaiko), with timm's state-dict names so that the
+// Virchow, H-optimus, Prov-GigaPath, CONCH, Phikon, Hibou, Kaiko), with timm's state-dict names so that the
 // files users have load as they are: patch_embed.proj, cls_token, reg_token, pos_embed,
 // blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1, mlp.fc2, ls2.gamma}, norm.
 // Any timm-style ViT is a VitOptions; the named models are presets (vit_preset) that add the
@@ -25,11 +25,29 @@ enum class VitPool {
     mean,      // mean of the patch tokens: [B, dim]
     attn_pool, // CONCH: one learned query attends over every token (attn_pool_contrast), then a
                // LayerNorm (ln_contrast): [B, pool_dim]
+    attn_pool_kv, // CONCH v1.5: the same with its own pooler (to_q, to_kv, to_out, no biases)
+};
+
+// How pos_embed's patch part is brought to another grid than its own (vit_pos_embed_resample).
+enum class VitResample {
+    bicubic,       // timm's resample_abs_pos_embed at run time: bicubic, antialiased, to the grid's size
+    bicubic_hf,    // Hugging Face Dinov2Model's interpolate_pos_encoding: bicubic to the size, no antialiasing
+    bicubic_dino,  // DINO / iBOT's interpolate_pos_encoding (CONCH v1.5): bicubic without
+                   // antialiasing, by the scale factor (grid + 0.1) / own grid
+    bilinear,      // timm's resample at load time, as CONCH v1.5 loads its file: bilinear, no antialiasing
+};
+
+// What loading does with a file's pos_embed of another grid than the built one.
+enum class VitPosLoad {
+    exact,     // refused as mis-shaped, by name
+    resample,  // resampled to the built grid (bilinear: CONCH v1.5, as its loader does)
+    adopt,     // the trunk takes the file's grid, and pos_resample brings it to each input's
+               // (Hugging Face files, whose config.json sets the grid with image_size)
 };
 
 struct VitOptions {
     int64_t img_size = 224;  // the grid pos_embed holds is img_size / patch_size a side; other
-                             // inputs get it resampled (bicubic, antialiased, as timm does)
+                             // inputs get it resampled by pos_resample
     int64_t patch_size = 16;
     int64_t in_chans = 3;
     int64_t dim = 768;
@@ -47,6 +65,8 @@ struct VitOptions {
     VitPool pool = VitPool::cls;
     int64_t pool_dim = 512;  // attn_pool: the query's width (CONCH's embed_dim) and its heads
     int64_t pool_heads = 8;
+    VitResample pos_resample = VitResample::bicubic;  // for inputs of another grid
+    VitPosLoad pos_load = VitPosLoad::exact;
 };
 
 // Output width for the options' pooling.
@@ -108,6 +128,18 @@ struct VitAttnPoolImpl : torch::nn::Module {
 };
 TORCH_MODULE(VitAttnPool);
 
+// CONCH v1.5's AttentionalPooler: one query [1, pool_dim] (ln_q), keys and values from the tokens
+// (ln_k) through to_kv, heads of pool_dim / heads, to_out; no biases. [B, T, dim] -> [B, pool_dim].
+struct VitAttnPoolKvImpl : torch::nn::Module {
+    VitAttnPoolKvImpl(int64_t dim, int64_t pool_dim, int64_t heads);
+    torch::Tensor forward(const torch::Tensor& tokens);
+    int64_t heads;
+    torch::Tensor query;
+    torch::nn::LayerNorm ln_k{nullptr}, ln_q{nullptr};
+    torch::nn::Linear to_q{nullptr}, to_kv{nullptr}, to_out{nullptr};
+};
+TORCH_MODULE(VitAttnPoolKv);
+
 struct VitImpl : torch::nn::Module {
     explicit VitImpl(const VitOptions& o);
     // [B, C, H, W] (H and W multiples of patch_size) -> every token after the final norm:
@@ -122,22 +154,27 @@ struct VitImpl : torch::nn::Module {
     torch::Tensor cls_token, reg_token, pos_embed;  // [1, 1, dim], [1, R, dim], [1, L, dim]
     torch::nn::ModuleList blocks{nullptr};
     torch::nn::LayerNorm norm{nullptr};
-    VitAttnPool attn_pool_contrast{nullptr};  // pool attn_pool only
+    VitAttnPool attn_pool_contrast{nullptr};       // pool attn_pool only
+    VitAttnPoolKv attn_pool_contrast_kv{nullptr};  // pool attn_pool_kv only (named attn_pool_contrast)
     torch::nn::LayerNorm ln_contrast{nullptr};
 };
 TORCH_MODULE(Vit);
 
-// pos_embed's patch part on a grid of `grid` (rows, columns) instead of its own square one:
-// bicubic, antialiased, align_corners false, in float32, as timm's resample_abs_pos_embed.
-// pos: [1, prefix + g*g, dim] -> [1, prefix + rows*cols, dim]; the prefix rows are kept.
-torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols);
+// pos_embed's patch part on a grid of (rows, columns) instead of its own square one, in float32,
+// align_corners false, the way `how` names. pos: [1, prefix + g*g, dim] -> [1, prefix + rows*cols,
+// dim]; the prefix rows are kept; returned as it is when the grid is its own.
+torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols,
+                                     VitResample how = VitResample::bicubic);
 
 // A named foundation model: its architecture, the transform its authors use and its output.
 struct VitPreset {
     std::string name;         // "uni", "virchow2", ...
     std::string weights_from; // where users get the file (its usual name), for messages and docs
     VitOptions vit;
-    bool hf_vit_keys = false;  // the file is in Hugging Face ViTModel's layout (vit_weights.h)
+    // The key layout of the published file, for the docs and the peer tests (loading tells
+    // layouts apart by their keys, vit_weights.h): timm, hf_vit (Hugging Face ViTModel), hf_dinov2
+    // (Dinov2Model, with or without registers), conch (visual.trunk.), conch_v15 (trunk.).
+    std::string file_layout = "timm";
     int64_t input_size = 224;  // the side the model sees
     int64_t resize = 224;      // shorter side resized to this first, then a centre crop of input_size
     bool bicubic = false;      // the resize's interpolation (torchvision's default is bilinear)

@@ -9,7 +9,8 @@
 namespace ips {
 
 int64_t vit_out_dim(const VitOptions& o) {
-    return o.pool == VitPool::cls_mean ? 2 * o.dim : o.pool == VitPool::attn_pool ? o.pool_dim : o.dim;
+    if (o.pool == VitPool::cls_mean) return 2 * o.dim;
+    return o.pool == VitPool::attn_pool || o.pool == VitPool::attn_pool_kv ? o.pool_dim : o.dim;
 }
 
 VitPatchEmbedImpl::VitPatchEmbedImpl(int64_t in_chans, int64_t dim, int64_t patch_size) {
@@ -104,6 +105,29 @@ torch::Tensor VitAttnPoolImpl::forward(const torch::Tensor& tokens) {
     return out_proj->forward(out.transpose(1, 2).reshape({B, P}));
 }
 
+VitAttnPoolKvImpl::VitAttnPoolKvImpl(int64_t dim, int64_t pool_dim, int64_t heads_) : heads(heads_) {
+    if (pool_dim % heads != 0)
+        throw std::invalid_argument("vit: pool_dim " + std::to_string(pool_dim) + " is not a multiple of pool_heads " +
+                                    std::to_string(heads));
+    // Registration order is CONCH v1.5's; its LayerNorms keep nn.LayerNorm's eps.
+    query = register_parameter("query", torch::randn({1, pool_dim}));
+    ln_k = register_module("ln_k", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5)));
+    ln_q = register_module("ln_q", torch::nn::LayerNorm(torch::nn::LayerNormOptions({pool_dim}).eps(1e-5)));
+    to_q = register_module("to_q", torch::nn::Linear(torch::nn::LinearOptions(pool_dim, pool_dim).bias(false)));
+    to_kv = register_module("to_kv", torch::nn::Linear(torch::nn::LinearOptions(dim, 2 * pool_dim).bias(false)));
+    to_out = register_module("to_out", torch::nn::Linear(torch::nn::LinearOptions(pool_dim, pool_dim).bias(false)));
+}
+
+torch::Tensor VitAttnPoolKvImpl::forward(const torch::Tensor& tokens) {
+    const int64_t B = tokens.size(0), T = tokens.size(1), P = query.size(1), d = P / heads;
+    const auto q = to_q->forward(ln_q->forward(query));  // [1, P]
+    const auto kv = to_kv->forward(ln_k->forward(tokens)).chunk(2, -1);
+    const auto qh = q.view({1, 1, heads, d}).transpose(1, 2).expand({B, heads, 1, d});
+    const auto kh = kv[0].reshape({B, T, heads, d}).transpose(1, 2), vh = kv[1].reshape({B, T, heads, d}).transpose(1, 2);
+    const auto out = compat::attention_sdpa(qh, kh, vh);  // [B, heads, 1, d]
+    return to_out->forward(out.transpose(1, 2).reshape({B, P}));
+}
+
 VitImpl::VitImpl(const VitOptions& o) : opt(o) {
     if (o.img_size % o.patch_size != 0)
         throw std::invalid_argument("vit: img_size " + std::to_string(o.img_size) + " is not a multiple of patch_size " +
@@ -119,24 +143,35 @@ VitImpl::VitImpl(const VitOptions& o) : opt(o) {
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (int64_t k = 0; k < o.depth; ++k) blocks->push_back(VitBlock(o));
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.dim}).eps(o.eps)));
-    if (o.pool == VitPool::attn_pool) {
-        attn_pool_contrast = register_module("attn_pool_contrast", VitAttnPool(o.dim, o.pool_dim, o.pool_heads));
+    if (o.pool == VitPool::attn_pool || o.pool == VitPool::attn_pool_kv) {
+        if (o.pool == VitPool::attn_pool)
+            attn_pool_contrast = register_module("attn_pool_contrast", VitAttnPool(o.dim, o.pool_dim, o.pool_heads));
+        else
+            attn_pool_contrast_kv = register_module("attn_pool_contrast", VitAttnPoolKv(o.dim, o.pool_dim, o.pool_heads));
         ln_contrast = register_module("ln_contrast", torch::nn::LayerNorm(torch::nn::LayerNormOptions({o.pool_dim}).eps(1e-5)));
     }
 }
 
-torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols) {
+torch::Tensor vit_pos_embed_resample(const torch::Tensor& pos, int64_t prefix, int64_t rows, int64_t cols, VitResample how) {
     const int64_t n = pos.size(1) - prefix, dim = pos.size(2);
     const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
     if (g * g != n) throw std::invalid_argument("vit: pos_embed holds " + std::to_string(n) + " patch positions, not a square grid");
     if (g == rows && g == cols) return pos;
     namespace F = torch::nn::functional;
     auto grid = pos.slice(1, prefix).reshape({1, g, g, dim}).permute({0, 3, 1, 2}).to(torch::kFloat32);
-    grid = F::interpolate(grid, F::InterpolateFuncOptions()
-                                    .size(std::vector<int64_t>{rows, cols})
-                                    .mode(torch::kBicubic)
-                                    .align_corners(false)
-                                    .antialias(true));
+    if (how == VitResample::bicubic_dino) {
+        // As F.interpolate(scale_factor=...) without recomputing it: the kernel maps output
+        // pixels back by the scale given, not by the size ratio. The 0.1 is DINO's guard against
+        // the floor of grid * scale landing one short.
+        const double sh = (rows + 0.1) / g, sw = (cols + 0.1) / g;
+        grid = at::upsample_bicubic2d(grid, {static_cast<int64_t>(std::floor(g * sh)), static_cast<int64_t>(std::floor(g * sw))},
+                                      false, sh, sw);
+    } else {
+        auto opts = F::InterpolateFuncOptions().size(std::vector<int64_t>{rows, cols}).align_corners(false);
+        if (how == VitResample::bilinear) opts.mode(torch::kBilinear);
+        else opts.mode(torch::kBicubic).antialias(how == VitResample::bicubic);
+        grid = F::interpolate(grid, opts);
+    }
     grid = grid.permute({0, 2, 3, 1}).reshape({1, rows * cols, dim}).to(pos.scalar_type());
     return prefix > 0 ? torch::cat({pos.slice(1, 0, prefix), grid}, 1) : grid;
 }
@@ -148,7 +183,7 @@ torch::Tensor VitImpl::tokens(const torch::Tensor& x) {
     const int64_t B = x.size(0), rows = x.size(2) / opt.patch_size, cols = x.size(3) / opt.patch_size;
     auto t = patch_embed->forward(x);  // [B, rows * cols, dim]
     const int64_t prefix = opt.no_embed_class ? 0 : prefix_tokens();
-    auto pos = vit_pos_embed_resample(pos_embed, prefix, rows, cols);
+    auto pos = vit_pos_embed_resample(pos_embed, prefix, rows, cols, opt.pos_resample);
     std::vector<torch::Tensor> parts;
     if (opt.class_token) parts.push_back(cls_token.expand({B, -1, -1}));
     if (opt.reg_tokens > 0) parts.push_back(reg_token.expand({B, -1, -1}));
@@ -189,6 +224,7 @@ torch::Tensor VitImpl::forward(const torch::Tensor& x) {
         case VitPool::cls_mean: return torch::cat({t.select(1, 0), patches.mean(1)}, -1);
         case VitPool::mean: return patches.mean(1);
         case VitPool::attn_pool: return ln_contrast->forward(attn_pool_contrast->forward(t));
+        case VitPool::attn_pool_kv: return ln_contrast->forward(attn_pool_contrast_kv->forward(t));
     }
     return t.select(1, 0);
 }
@@ -254,14 +290,45 @@ std::vector<VitPreset> presets_make() {
             {0.26862954, 0.26130258, 0.27577711}, 448);
         p.back().input_size = 448;
         p.back().bicubic = true;
+        p.back().file_layout = "conch";
+    }
+    // CONCH v1.5 (TRIDENT's conchv1_5.py): an iBOT-style ViT-L/16 with LayerScale built at 224,
+    // whose file's pos_embed is fitted to 14 x 14 at load (bilinear) and resampled to the 28 x 28
+    // of its 448 input at run time (DINO's bicubic by scale factor); then its own attentional
+    // pooler (1024 -> 768, 8 heads) and LayerNorm. Bilinear resize, ImageNet mean and std.
+    {
+        VitOptions o = with(vit_of(1024, 24, 16, 4096, 16), M::gelu, true, 0, false, VitPool::attn_pool_kv);
+        o.pool_dim = 768, o.pool_heads = 8, o.pos_resample = VitResample::bicubic_dino, o.pos_load = VitPosLoad::resample;
+        add("conch-v1.5", "MahmoodLab/conchv1_5 pytorch_model_vision.bin", o, kImagenetMean, kImagenetStd, 448);
+        p.back().input_size = 448;
+        p.back().file_layout = "conch_v15";
     }
     // Hugging Face ViTModel (ViT-B/16), LayerNorm eps 1e-12 from its config.
     {
         VitOptions o = vit_of(768, 12, 12, 3072, 16);
         o.eps = 1e-12;
         add("phikon", "owkin/phikon model.safetensors", o, kImagenetMean, kImagenetStd);
-        p.back().hf_vit_keys = true;
+        p.back().file_layout = "hf_vit";
     }
+    // Hugging Face Dinov2Model files (config.json: layerscale_value, layer_norm_eps 1e-6, no
+    // SwiGLU). Phikon-v2 is a ViT-L/16 at 224. Hibou's ViT-B/14 and ViT-L/14 add 4 registers;
+    // their file gives the class token a position embedding, which the load folds into the token
+    // (registers outside pos_embed, as timm's no_embed_class), and a bicubic resize. The grid of
+    // pos_embed is the file's (its config's image_size), resampled per input as transformers does.
+    auto dinov2 = [&](std::string name, std::string from, VitOptions o, std::vector<double> mean, std::vector<double> std) {
+        o.pos_resample = VitResample::bicubic_hf, o.pos_load = VitPosLoad::adopt;
+        add(std::move(name), std::move(from), o, std::move(mean), std::move(std));
+        p.back().file_layout = "hf_dinov2";
+    };
+    dinov2("phikon-v2", "owkin/phikon-v2 model.safetensors", with(vit_of(1024, 24, 16, 4096, 16), M::gelu, true, 0, false),
+           kImagenetMean, kImagenetStd);
+    const std::vector<double> hibou_mean{0.7068, 0.5755, 0.722}, hibou_std{0.195, 0.2316, 0.1816};
+    dinov2("hibou-b", "histai/hibou-b model.safetensors", with(vit_of(768, 12, 12, 3072, 14), M::gelu, true, 4, true),
+           hibou_mean, hibou_std);
+    p.back().bicubic = true;
+    dinov2("hibou-l", "histai/hibou-L model.safetensors", with(vit_of(1024, 24, 16, 4096, 14), M::gelu, true, 4, true),
+           hibou_mean, hibou_std);
+    p.back().bicubic = true;
     // Kaiko's ViTs (timm names as TRIDENT builds them): S/16 and B/16 plain at 224; L/14 is the
     // DINOv2 layout with 4 registers and LayerScale, built at 518 (pos_embed 37 x 37) and run at 224.
     const std::vector<double> half{0.5, 0.5, 0.5};

@@ -117,10 +117,18 @@ void checkpoint_save(const std::string& path, IPSNet& net, torch::optim::Optimiz
 CheckpointMeta checkpoint_meta(const std::string& path) { return meta_of(checkpoint_tree(path), path); }
 
 // Loads from an already-read checkpoint tree (weights_load reads the file once for both uses).
+// A ViT trunk that adopted its weight file's pos_embed grid was saved with it (vit_weights.h).
+static NamedTensors vit_grid_taken(IPSNet& net, NamedTensors sd, const std::string& path) {
+    if (auto vit = net->vit())
+        for (auto& [key, t] : sd)
+            if (key == "encoder.1.pos_embed") vit_pos_embed_take(vit, t, path);
+    return sd;
+}
+
 static CheckpointMeta checkpoint_apply(const c10::impl::GenericDict& dict, const std::string& path, IPSNet& net,
                                 torch::optim::Optimizer* optimizer) {
     CheckpointMeta meta = meta_of(dict, path);
-    state_dict_apply(*net, model_state(dict, path), "", /*strict=*/true, path);
+    state_dict_apply(*net, vit_grid_taken(net, model_state(dict, path), path), "", /*strict=*/true, path);
     if (optimizer) {
         auto it = dict.find(std::string(kOptimizerKey));
         if (it == dict.end() || !it->value().isTensor()) fail(path, "no optimizer state to resume from");
@@ -147,7 +155,7 @@ void weights_load(const std::string& path, IPSNet& net) {
         return;
     }
     // Anything else must be a state dict in the reference layout (torch.save(model.state_dict())).
-    state_dict_apply(*net, torch_file_read(path), "", /*strict=*/true, path);
+    state_dict_apply(*net, vit_grid_taken(net, torch_file_read(path), path), "", /*strict=*/true, path);
 }
 
 void initial_weights_apply(IPSNet& net) {
