@@ -57,21 +57,28 @@ TEST(Encoders, FeaturesOfSlideTilesEqualTheTridentStylePeers) {
         std::string preset;
         int tile;  // the side read from the slide; the preset's transform resizes it to its input
         bool safetensors;
+        int file_img = 0;  // a file whose pos_embed grid is of this side, not the preset's
     };
     // One case per family: plain (Kaiko S/16, also resized from 256), Hugging Face's layout
     // (Phikon), CONCH's pooler, SwiGLU + LayerScale with a bicubic resize and crop (GigaPath),
     // registers inside pos_embed with CLS + mean (Virchow2), registers outside it (UNI2-h), and
-    // pos_embed resampled from 37 x 37 (Kaiko L/14). Larger tiles keep the wide ones few.
+    // pos_embed resampled from 37 x 37 (Kaiko L/14); Dinov2Model's layout with registers (Hibou)
+    // and with a file grid of 16 x 16 kept and resampled to 14 x 14 (Phikon-v2); CONCH v1.5's
+    // pooler, its file's 28 x 28 fitted to 14 x 14 at load and resampled to 28 x 28 per tile.
+    // Larger tiles keep the wide ones few.
     const std::vector<Case> cases{{"kaiko-vits16", 224, false}, {"kaiko-vits16", 256, true}, {"phikon", 224, true},
                                   {"conch-v1", 448, false},     {"gigapath", 512, true},     {"virchow2", 448, false},
-                                  {"uni2-h", 448, true},        {"kaiko-vitl14", 448, false}};
+                                  {"uni2-h", 448, true},        {"kaiko-vitl14", 448, false}, {"hibou-b", 448, true},
+                                  {"phikon-v2", 448, false, 256}, {"conch-v1.5", 448, true, 448}};
     TempDir dir("ips_vit_features");
     // The peer runs twice in all (weights for every case, then every case's features): importing
     // torch once per case would cost more than the cases.
     const auto name_of = [&](size_t k) { return "case" + std::to_string(k); };
     std::string weight_jobs;
     for (size_t k = 0; k < cases.size(); ++k) {
-        std::ofstream(dir / (name_of(k) + ".json")) << arch_of(cases[k].preset, 1, cases[k].tile).dump();
+        auto arch = arch_of(cases[k].preset, 1, cases[k].tile);
+        if (cases[k].file_img > 0) arch["file_img"] = cases[k].file_img;
+        std::ofstream(dir / (name_of(k) + ".json")) << arch.dump();
         weight_jobs += " '" + (dir / (name_of(k) + ".json")) + "' '" + (dir / (name_of(k) + ".bin")) + "'";
     }
     peer_run("weights" + weight_jobs);

@@ -48,7 +48,8 @@ TEST(VitPresets, FullSizeNamesShapesAndCountsEqualThePeers) {
     // Published sizes, as the models' cards give them (millions, rounded).
     const std::map<std::string, int64_t> millions{{"uni", 303}, {"uni2-h", 681}, {"virchow", 631}, {"virchow2", 631},
                                                   {"h-optimus-0", 1134}, {"gigapath", 1134}, {"kaiko-vits16", 22},
-                                                  {"kaiko-vitb16", 86}, {"phikon", 86}, {"kaiko-vitl14", 304}};
+                                                  {"kaiko-vitb16", 86}, {"phikon", 86}, {"kaiko-vitl14", 304},
+                                                  {"phikon-v2", 303}, {"hibou-b", 86}};
     for (const auto& p : vit_presets()) {
         SCOPED_TRACE(p.name);
         const int64_t count = ours.at(p.name)["params"];

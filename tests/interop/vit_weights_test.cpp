@@ -1,5 +1,5 @@
 // The ViT trunk against an independent PyTorch ViT (tests/peer/vit_peer.py): the same weight
-// files, in timm's and Hugging Face's layouts and in bfloat16, give the same tokens and outputs;
+// files, in timm's, Hugging Face's (ViTModel, Dinov2Model) and CONCH's layouts and in bfloat16, give the same tokens and outputs;
 // a file of another model names its keys; the presets have the published shapes.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -48,8 +48,17 @@ VitOptions options_of(const nlohmann::json& c) {
     o.patch_size = c["patch"], o.img_size = c["img"], o.class_token = c["cls"], o.reg_tokens = c["regs"];
     o.no_embed_class = c["no_embed_class"], o.layer_scale = c["layer_scale"], o.eps = c["eps"];
     const std::string pool = c["pool"];
-    o.pool = pool == "cls" ? VitPool::cls : pool == "cls_mean" ? VitPool::cls_mean : pool == "attn_pool" ? VitPool::attn_pool : VitPool::mean;
+    const std::map<std::string, VitPool> pools{{"cls", VitPool::cls}, {"cls_mean", VitPool::cls_mean}, {"mean", VitPool::mean},
+                                               {"attn_pool", VitPool::attn_pool}, {"attn_pool_kv", VitPool::attn_pool_kv}};
+    o.pool = pools.at(c["pool"]);
     if (c.contains("pool_dim")) o.pool_dim = c["pool_dim"], o.pool_heads = c["pool_heads"];
+    const std::map<std::string, VitResample> resamples{{"bicubic", VitResample::bicubic},
+                                                       {"bicubic_hf", VitResample::bicubic_hf},
+                                                       {"bicubic_dino", VitResample::bicubic_dino}};
+    const std::map<std::string, VitPosLoad> loads{{"exact", VitPosLoad::exact}, {"resample", VitPosLoad::resample},
+                                                  {"adopt", VitPosLoad::adopt}};
+    o.pos_resample = resamples.at(c.value("pos_resample", "bicubic"));
+    o.pos_load = loads.at(c.value("pos_load", "exact"));
     return o;
 }
 
@@ -92,7 +101,7 @@ TEST(VitWeights, EveryPeerCaseGivesThePeersTokensAndOutput) {
         // Tokens are LayerNorm outputs of order 1: 1e-5 is rounding, not a different function.
         const double dt = (tokens - want_tokens).abs().max().item<double>();
         const double dp = (pooled - want_pooled).abs().max().item<double>();
-        std::printf("[vit] %-10s tokens %s max |diff| %.2e, pooled %.2e\n", name.c_str(), c10::str(tokens.sizes()).c_str(), dt, dp);
+        std::printf("[vit] %-16s tokens %s max |diff| %.2e, pooled %.2e\n", name.c_str(), c10::str(tokens.sizes()).c_str(), dt, dp);
         EXPECT_LT(dt, 1e-5);
         EXPECT_LT(dp, 1e-5);
     }
@@ -128,6 +137,55 @@ TEST(VitWeights, AFileOfAnotherModelNamesItsKeysAndTheFile) {
     EXPECT_NE(msg.find("blocks.0.ls1.gamma"), std::string::npos) << msg;  // missing
     EXPECT_NE(msg.find("pos_embed"), std::string::npos) << msg;          // mis-shaped
     EXPECT_NE(msg.find("mlp.fc2.weight"), std::string::npos) << msg;     // mis-shaped (SwiGLU halves)
+}
+
+// Dinov2Model with registers: the class token's position embedding is folded into the token, so
+// pos_embed holds the patches only (timm's no_embed_class); without registers it stays in pos_embed.
+TEST(VitWeights, HuggingFaceDinov2KeysBecomeTimmKeys) {
+    const Peer& p = peer();
+    ASSERT_TRUE(p.error.empty()) << p.error;
+    const auto hf = torch_file_read((p.dir.path / "hf_dinov2_reg.pt").string());
+    const auto timm = vit_keys_timm(hf);
+    std::map<std::string, torch::Tensor> by_name(timm.begin(), timm.end());
+    EXPECT_EQ(by_name.count("embeddings.mask_token"), 0u);
+    ASSERT_EQ(by_name.count("reg_token"), 1u);
+    EXPECT_EQ(by_name["pos_embed"].sizes(), (std::vector<int64_t>{1, 36, 32}));  // 6 x 6, no class entry
+    const auto file_pos = tensor_named(hf, "embeddings.position_embeddings");
+    EXPECT_TRUE(torch::allclose(by_name["cls_token"], tensor_named(hf, "embeddings.cls_token") + file_pos.slice(1, 0, 1)));
+    EXPECT_TRUE(torch::equal(by_name["blocks.1.ls2.gamma"], tensor_named(hf, "encoder.layer.1.layer_scale2.lambda1")));
+    const auto swiglu = vit_keys_timm(torch_file_read((p.dir.path / "hf_dinov2_swiglu.pt").string()));
+    std::map<std::string, torch::Tensor> packed(swiglu.begin(), swiglu.end());
+    EXPECT_EQ(packed["pos_embed"].sizes(), (std::vector<int64_t>{1, 17, 32}));  // class entry + 4 x 4
+    EXPECT_EQ(packed["blocks.0.mlp.fc1.weight"].sizes(), (std::vector<int64_t>{96, 32}));  // weights_in
+    EXPECT_EQ(packed["blocks.0.mlp.fc2.weight"].sizes(), (std::vector<int64_t>{32, 48}));  // weights_out
+}
+
+// A trunk that adopted its file's grid is saved with it; a freshly built trunk takes the saved
+// pos_embed the same way (as checkpoints of IPS models load), and computes the same.
+TEST(VitWeights, AnAdoptedGridLoadsAgainIntoAFreshTrunk) {
+    const Peer& p = peer();
+    ASSERT_TRUE(p.error.empty()) << p.error;
+    const VitOptions o = options_of(case_named(p, "hf_dinov2_reg"));
+    Vit a(o);
+    a->eval();
+    vit_load(a, (p.dir.path / "hf_dinov2_reg.pt").string());
+    EXPECT_EQ(a->pos_embed.size(1), 36);
+    EXPECT_EQ(a->opt.img_size, 48);
+    NamedTensors saved = state_dict_of(*a);
+    Vit b(o);
+    b->eval();
+    for (auto& [k, t] : saved)
+        if (k == "pos_embed") vit_pos_embed_take(b, t, "saved");
+    state_dict_apply(*b, saved, "", true, "saved");
+    torch::NoGradGuard no_grad;
+    const auto x = torch::rand({1, 3, 40, 40});
+    EXPECT_TRUE(torch::equal(a->forward(x), b->forward(x)));
+    // Without adoption, the same file is refused by name.
+    VitOptions exact = o;
+    exact.pos_load = VitPosLoad::exact;
+    Vit c(exact);
+    const std::string msg = test::error_of([&] { vit_load(c, (p.dir.path / "hf_dinov2_reg.pt").string()); });
+    EXPECT_NE(msg.find("pos_embed"), std::string::npos) << msg;
 }
 
 TEST(VitWeights, HuggingFaceKeysBecomeTimmKeys) {
@@ -169,6 +227,10 @@ TEST(VitPresets, HoldThePublishedShapes) {
         {"kaiko-vitb16", {1, 197, 768}, {3072, 768}, {768, 3072}, 768},
         {"kaiko-vitl14", {1, 1369, 1024}, {4096, 1024}, {1024, 4096}, 1024},
         {"conch-v1", {1, 785, 768}, {3072, 768}, {768, 3072}, 512},
+        {"conch-v1.5", {1, 197, 1024}, {4096, 1024}, {1024, 4096}, 768},
+        {"phikon-v2", {1, 197, 1024}, {4096, 1024}, {1024, 4096}, 1024},
+        {"hibou-b", {1, 256, 768}, {3072, 768}, {768, 3072}, 768},
+        {"hibou-l", {1, 256, 1024}, {4096, 1024}, {1024, 4096}, 1024},
     };
     ASSERT_EQ(rows.size(), vit_presets().size());
     for (const auto& r : rows) {

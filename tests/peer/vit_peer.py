@@ -4,13 +4,16 @@ Written from the architecture as timm and the models' repositories describe it (
 code), with plain torch ops: patch embedding, class and register tokens, absolute position
 embeddings (added before or after the prefix tokens are joined, resampled bicubically with
 antialiasing for another grid), pre-norm blocks with fused qkv attention, GELU or packed SwiGLU
-MLPs, LayerScale, the final norm and the pooling (class token, class token + patch mean, mean).
+MLPs, LayerScale, the final norm and the pooling (class token, class token + patch mean, mean,
+CONCH v1's and v1.5's attentional poolers). Position embeddings of another grid: resampled at
+load (bilinear, CONCH v1.5) or kept as the file has them, and per input as timm, Hugging Face's
+Dinov2Model or DINO (CONCH v1.5) resample them.
 
     python3 vit_peer.py make DIR
     python3 vit_peer.py shapes PRESETS.jsonl
 
-`make` writes per case CASE.pt (random weights in the case's key layout: timm's, or Hugging Face
-ViTModel's with its pooler), input.pt, CASE_out.pt (tokens and pooled output) and cases.json;
+`make` writes per case CASE.pt (random weights in the case's key layout: timm's, Hugging Face
+ViTModel's with its pooler, Dinov2Model's, CONCH's), input.pt, CASE_out.pt (tokens and pooled output) and cases.json;
 `shapes` prints every parameter's name and shape of full-size presets from their build arguments
 (the lines of `ips encoders --json`), with their count.
 """
@@ -43,6 +46,21 @@ CASES = [
     dict(name="conch", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=48, cls=True,
          regs=0, no_embed_class=False, layer_scale=False, eps=1e-6, pool="attn_pool", pool_dim=16, pool_heads=2,
          keys="conch", run=32),
+    # Hibou: Hugging Face Dinov2Model with registers (the class token's position embedding in
+    # position_embeddings, the registers without one), LayerScale; the file's grid (6 x 6) is not
+    # the built one (4 x 4): kept, and resampled per input as transformers does.
+    dict(name="hf_dinov2_reg", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, file_img=48,
+         cls=True, regs=2, no_embed_class=True, layer_scale=True, eps=1e-6, pool="cls", keys="hf_dinov2",
+         pos_resample="bicubic_hf", pos_load="adopt", run=32),
+    # Dinov2Model with its SwiGLU MLP (weights_in / weights_out) and no registers (Phikon-v2's layout).
+    dict(name="hf_dinov2_swiglu", dim=32, depth=2, heads=4, mlp_hidden=96, mlp="swiglu_packed", patch=8, img=32,
+         cls=True, regs=0, no_embed_class=False, layer_scale=True, eps=1e-6, pool="cls", keys="hf_dinov2",
+         pos_resample="bicubic_hf", pos_load="adopt", run=32),
+    # CONCH v1.5: the file's pos_embed (6 x 6) is fitted to the built grid (4 x 4) at load,
+    # bilinearly, and resampled to the input's (6 x 6) by DINO's scale factor; its own pooler.
+    dict(name="conch_v15", dim=32, depth=2, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, file_img=48, cls=True,
+         regs=0, no_embed_class=False, layer_scale=True, eps=1e-6, pool="attn_pool_kv", pool_dim=16, pool_heads=2,
+         keys="conch_v15", pos_resample="bicubic_dino", pos_load="resample", run=48),
     # weights stored as bfloat16 (as several model files are): loaded as stored, computed in float32
     dict(name="bf16", dim=32, depth=1, heads=4, mlp_hidden=64, mlp="gelu", patch=8, img=32, cls=True,
          regs=0, no_embed_class=False, layer_scale=True, eps=1e-6, pool="mean", keys="timm", run=32, dtype="bf16"),
@@ -57,7 +75,7 @@ def timm_weights(c, g):
     """Random weights under timm's names, scaled so that every part changes the output."""
     D, hid = c["dim"], c["mlp_hidden"]
     r = lambda *s, scale=0.2: torch.randn(*s, generator=g) * scale
-    grid = (c["img"] // c["patch"]) ** 2
+    grid = (c.get("file_img", c["img"]) // c["patch"]) ** 2
     sd = {"patch_embed.proj.weight": r(D, 3, c["patch"], c["patch"], scale=0.1), "patch_embed.proj.bias": r(D)}
     if c["cls"]:
         sd["cls_token"] = r(1, 1, D, scale=1.0)
@@ -86,6 +104,13 @@ def timm_weights(c, g):
         sd[a + "attn.out_proj.weight"], sd[a + "attn.out_proj.bias"] = r(P, P), r(P)
         sd[a + "ln_q.weight"], sd[a + "ln_q.bias"] = 1 + r(P), r(P)
         sd[a + "ln_k.weight"], sd[a + "ln_k.bias"] = 1 + r(D), r(D)
+        sd["ln_contrast.weight"], sd["ln_contrast.bias"] = 1 + r(P), r(P)
+    if c["pool"] == "attn_pool_kv":
+        P, a = c["pool_dim"], "attn_pool_contrast."
+        sd[a + "query"] = r(1, P, scale=1.0)
+        sd[a + "ln_k.weight"], sd[a + "ln_k.bias"] = 1 + r(D), r(D)
+        sd[a + "ln_q.weight"], sd[a + "ln_q.bias"] = 1 + r(P), r(P)
+        sd[a + "to_q.weight"], sd[a + "to_kv.weight"], sd[a + "to_out.weight"] = r(P, P), r(2 * P, D), r(P, P)
         sd["ln_contrast.weight"], sd["ln_contrast.bias"] = 1 + r(P), r(P)
     return sd
 
@@ -130,15 +155,82 @@ def hf_layout(sd, c, g):
     return out
 
 
-def pos_resample(pos, n_prefix, rows, cols):
+def conch_v15_layout(sd):
+    """CONCH v1.5's pytorch_model_vision.bin: the trunk under trunk., its pooler and LayerNorm beside it."""
+    pooler = ("attn_pool_contrast.", "ln_contrast.")
+    return {(k if k.startswith(pooler) else "trunk." + k): v for k, v in sd.items()}
+
+
+def hf_dinov2_layout(sd, c, g):
+    """The same weights under Hugging Face Dinov2Model's names. Its position_embeddings always hold
+    the class token's entry; with registers (which have none) that entry is a random vector here,
+    taken off the class token so that cls_token + entry is the timm model's class token."""
+    D = c["dim"]
+    cls, pos = sd["cls_token"], sd["pos_embed"]
+    if c["no_embed_class"]:
+        entry = torch.randn(1, 1, D, generator=g)
+        cls, pos = cls - entry, torch.cat([entry, pos], 1)
+    out = {"embeddings.cls_token": cls, "embeddings.mask_token": torch.zeros(1, D), "embeddings.position_embeddings": pos,
+           "embeddings.patch_embeddings.projection.weight": sd["patch_embed.proj.weight"],
+           "embeddings.patch_embeddings.projection.bias": sd["patch_embed.proj.bias"]}
+    if c["regs"]:
+        out["embeddings.register_tokens"] = sd["reg_token"]
+    mlp = ("weights_in", "weights_out") if c["mlp"] == "swiglu_packed" else ("fc1", "fc2")
+    for i in range(c["depth"]):
+        b, h = "blocks.%d." % i, "encoder.layer.%d." % i
+        q, k, v = sd[b + "attn.qkv.weight"].chunk(3, 0)
+        qb, kb, vb = sd[b + "attn.qkv.bias"].chunk(3, 0)
+        for name, w, bias in (("query", q, qb), ("key", k, kb), ("value", v, vb)):
+            out[h + "attention.attention.%s.weight" % name] = w.clone()
+            out[h + "attention.attention.%s.bias" % name] = bias.clone()
+        pairs = (("norm1", "norm1"), ("attention.output.dense", "attn.proj"), ("norm2", "norm2"),
+                 ("mlp." + mlp[0], "mlp.fc1"), ("mlp." + mlp[1], "mlp.fc2"))
+        for hf, timm in pairs:
+            out[h + hf + ".weight"], out[h + hf + ".bias"] = sd[b + timm + ".weight"], sd[b + timm + ".bias"]
+        out[h + "layer_scale1.lambda1"], out[h + "layer_scale2.lambda1"] = sd[b + "ls1.gamma"], sd[b + "ls2.gamma"]
+    out["layernorm.weight"], out["layernorm.bias"] = sd["norm.weight"], sd["norm.bias"]
+    return out
+
+
+def file_layout(sd, c, g):
+    keys = c["keys"]
+    if keys == "hf_vit":
+        return hf_layout(sd, c, g)
+    if keys == "hf_dinov2":
+        return hf_dinov2_layout(sd, c, g)
+    if keys == "conch":
+        return conch_layout(sd, g)
+    if keys == "conch_v15":
+        return conch_v15_layout(sd)
+    return sd
+
+
+def pos_resample(pos, n_prefix, rows, cols, how="bicubic"):
     n = pos.shape[1] - n_prefix
     g = int(round(math.sqrt(n)))
     if (g, g) == (rows, cols):
         return pos
     grid = pos[:, n_prefix:].reshape(1, g, g, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False, antialias=True)
+    if how == "bicubic":  # timm's resample_abs_pos_embed
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False, antialias=True)
+    elif how == "bicubic_hf":  # transformers' Dinov2Embeddings.interpolate_pos_encoding
+        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+    elif how == "bicubic_dino":  # DINO / iBOT (CONCH v1.5's trunk): by a scale factor, 0.1 added
+        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / g, (cols + 0.1) / g), mode="bicubic")
+        assert grid.shape[-2:] == (rows, cols)
+    elif how == "bilinear":  # timm's resample at load time, as CONCH v1.5's loader calls it
+        grid = F.interpolate(grid, size=(rows, cols), mode="bilinear", antialias=False)
     grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
     return torch.cat([pos[:, :n_prefix], grid], 1)
+
+
+def load_fit(sd, c):
+    """What loading does to a pos_embed of another grid: CONCH v1.5 resamples it to the built one."""
+    if c.get("pos_load") != "resample":
+        return sd
+    grid = c["img"] // c["patch"]
+    n_prefix = 0 if c["no_embed_class"] else prefix_len(c)
+    return dict(sd, pos_embed=pos_resample(sd["pos_embed"], n_prefix, grid, grid, "bilinear"))
 
 
 def vit_tokens(sd, c, x):
@@ -151,10 +243,11 @@ def vit_tokens(sd, c, x):
         prefix.append(sd["cls_token"].expand(B, -1, -1))
     if c["regs"]:
         prefix.append(sd["reg_token"].expand(B, -1, -1))
+    how = c.get("pos_resample", "bicubic")
     if c["no_embed_class"]:
-        t = torch.cat(prefix + [t + pos_resample(sd["pos_embed"], 0, rows, cols)], 1)
+        t = torch.cat(prefix + [t + pos_resample(sd["pos_embed"], 0, rows, cols, how)], 1)
     else:
-        t = torch.cat(prefix + [t], 1) + pos_resample(sd["pos_embed"], prefix_len(c), rows, cols)
+        t = torch.cat(prefix + [t], 1) + pos_resample(sd["pos_embed"], prefix_len(c), rows, cols, how)
     T, d = t.shape[1], D // H
     for i in range(c["depth"]):
         b = "blocks.%d." % i
@@ -190,9 +283,28 @@ def attn_pool(sd, c, tokens):
     return F.layer_norm(out.permute(1, 0, 2)[:, 0], (P,), sd["ln_contrast.weight"], sd["ln_contrast.bias"], 1e-5)
 
 
+def attn_pool_kv(sd, c, tokens):
+    """CONCH v1.5's AttentionalPooler as its source writes it (einsum over heads), then ln_contrast."""
+    P, a, H = c["pool_dim"], "attn_pool_contrast.", c["pool_heads"]
+    B = tokens.shape[0]
+    x = F.layer_norm(tokens, (c["dim"],), sd[a + "ln_k.weight"], sd[a + "ln_k.bias"], 1e-5)
+    q = F.layer_norm(sd[a + "query"], (P,), sd[a + "ln_q.weight"], sd[a + "ln_q.bias"], 1e-5).expand(B, -1, -1)
+    q = F.linear(q, sd[a + "to_q.weight"])
+    k, v = F.linear(x, sd[a + "to_kv.weight"]).chunk(2, -1)
+    split = lambda t: t.reshape(B, t.shape[1], H, P // H).transpose(1, 2)  # [B, H, n, d]
+    q, k, v = split(q) * (P // H) ** -0.5, split(k), split(v)
+    sim = torch.einsum("bhid,bhjd->bhij", q, k)
+    attn = (sim - sim.amax(-1, keepdim=True)).softmax(-1)
+    out = torch.einsum("bhij,bhjd->bhid", attn, v).transpose(1, 2).reshape(B, -1, P)
+    out = F.linear(out, sd[a + "to_out.weight"])[:, 0]
+    return F.layer_norm(out, (P,), sd["ln_contrast.weight"], sd["ln_contrast.bias"], 1e-5)
+
+
 def pooled(tokens, c, sd=None):
     if c["pool"] == "attn_pool":
         return attn_pool(sd, c, tokens)
+    if c["pool"] == "attn_pool_kv":
+        return attn_pool_kv(sd, c, tokens)
     patches = tokens[:, prefix_len(c):]
     if c["pool"] == "cls":
         return tokens[:, 0]
@@ -227,21 +339,25 @@ def shapes(c):
                     a + "attn.out_proj.weight": [P, P], a + "attn.out_proj.bias": [P], a + "ln_q.weight": [P],
                     a + "ln_q.bias": [P], a + "ln_k.weight": [D], a + "ln_k.bias": [D],
                     "ln_contrast.weight": [P], "ln_contrast.bias": [P]})
+    if c["pool"] == "attn_pool_kv":
+        P, a = c["pool_dim"], "attn_pool_contrast."
+        out.update({a + "query": [1, P], a + "ln_k.weight": [D], a + "ln_k.bias": [D], a + "ln_q.weight": [P],
+                    a + "ln_q.bias": [P], a + "to_q.weight": [P, P], a + "to_kv.weight": [2 * P, D],
+                    a + "to_out.weight": [P, P], "ln_contrast.weight": [P], "ln_contrast.bias": [P]})
     return out
 
 
 def make(out_dir):
     g = torch.Generator().manual_seed(1234)
-    x = torch.rand(2, 3, 32, 32, generator=g)
+    x = torch.rand(2, 3, 48, 48, generator=g)
     torch.save({"x": x}, out_dir + "/input.pt")
     for c in CASES:
         sd = timm_weights(c, g)
         if c.get("dtype") == "bf16":
             sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
-        file_sd = hf_layout(sd, c, g) if c["keys"] == "hf_vit" else conch_layout(sd, g) if c["keys"] == "conch" else sd
-        torch.save(file_sd, "%s/%s.pt" % (out_dir, c["name"]))
+        torch.save(file_layout(sd, c, g), "%s/%s.pt" % (out_dir, c["name"]))
         with torch.no_grad():
-            sd32 = {k: v.float() for k, v in sd.items()}
+            sd32 = load_fit({k: v.float() for k, v in sd.items()}, c)
             tokens = vit_tokens(sd32, c, x[..., : c["run"], : c["run"]])
         torch.save({"tokens": tokens, "pooled": pooled(tokens, c, sd32)}, "%s/%s_out.pt" % (out_dir, c["name"]))
     with open(out_dir + "/cases.json", "w") as f:

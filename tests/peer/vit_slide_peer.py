@@ -8,7 +8,8 @@ batch by batch. The parity tests compare `ips features` with this, and docs/BENC
     python3 vit_slide_peer.py features-each JOBS.json     the same for each {arch, weights, slide, bag, out}
 
 ARCH.json: vit_peer's case keys (dim, depth, heads, mlp_hidden, mlp, patch, img, cls, regs,
-no_embed_class, layer_scale, eps, pool, keys) plus the transform: tile (side read at level 0),
+no_embed_class, layer_scale, eps, pool, keys, pos_resample, pos_load; file_img for a file whose
+pos_embed grid is not the built one) plus the transform: tile (side read at level 0),
 resize, input, bicubic, mean, std. BAG: an HDF5 file with `coords` (level-0 x, y), as ips and
 TRIDENT write them. OUT.pt: {"features": [N, F] float32}; the last line printed is JSON with
 tiles, seconds and tiles_per_s.
@@ -49,9 +50,7 @@ def weights(arch_path, out):
     with open(arch_path) as f:
         a = json.load(f)
     g = torch.Generator().manual_seed(4321)
-    sd = vit_peer.timm_weights(a, g)
-    layouts = {"hf_vit": vit_peer.hf_layout, "conch": lambda sd, a, g: vit_peer.conch_layout(sd, g)}
-    torch.save(layouts[a["keys"]](sd, a, g) if a["keys"] in layouts else sd, out)
+    torch.save(vit_peer.file_layout(vit_peer.timm_weights(a, g), a, g), out)
 
 
 def timm_of(a, sd):
@@ -60,28 +59,43 @@ def timm_of(a, sd):
         return {k.split(".", 2)[2] if k.startswith("visual.trunk.") else k[len("visual."):]: v
                 for k, v in sd.items() if k.startswith("visual.trunk.") or k.startswith("visual.attn_pool_contrast.")
                 or k.startswith("visual.ln_contrast.")}
-    if a["keys"] != "hf_vit":
+    if a["keys"] == "conch_v15":
+        return {k[len("trunk."):] if k.startswith("trunk.") else k: v for k, v in sd.items()}
+    if a["keys"] not in ("hf_vit", "hf_dinov2"):
         return sd
     out = {"cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
            "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
            "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
            "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"]}
+    if a["regs"]:
+        # Dinov2Model: the class token's position embedding is added to it before the registers
+        # (which have none) are put in.
+        out["reg_token"] = sd["embeddings.register_tokens"]
+        out["cls_token"] = out["cls_token"] + out["pos_embed"][:, :1]
+        out["pos_embed"] = out["pos_embed"][:, 1:]
+    if a["keys"] == "hf_vit":
+        pairs = (("layernorm_before", "norm1"), ("attention.output.dense", "attn.proj"), ("layernorm_after", "norm2"),
+                 ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"))
+    else:
+        mlp = ("weights_in", "weights_out") if a["mlp"] == "swiglu_packed" else ("fc1", "fc2")
+        pairs = (("norm1", "norm1"), ("attention.output.dense", "attn.proj"), ("norm2", "norm2"),
+                 ("mlp." + mlp[0], "mlp.fc1"), ("mlp." + mlp[1], "mlp.fc2"))
     for i in range(a["depth"]):
         b, h = "blocks.%d." % i, "encoder.layer.%d." % i
         att = h + "attention.attention."
         out[b + "attn.qkv.weight"] = torch.cat([sd[att + n + ".weight"] for n in ("query", "key", "value")])
         out[b + "attn.qkv.bias"] = torch.cat([sd[att + n + ".bias"] for n in ("query", "key", "value")])
-        pairs = (("layernorm_before", "norm1"), ("attention.output.dense", "attn.proj"), ("layernorm_after", "norm2"),
-                 ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"))
         for hf, timm in pairs:
             out[b + timm + ".weight"], out[b + timm + ".bias"] = sd[h + hf + ".weight"], sd[h + hf + ".bias"]
+        if a["keys"] == "hf_dinov2":
+            out[b + "ls1.gamma"], out[b + "ls2.gamma"] = sd[h + "layer_scale1.lambda1"], sd[h + "layer_scale2.lambda1"]
     return out
 
 
 def features(arch_path, weights_path, slide_path, bag_path, out, batch=64):
     with open(arch_path) as f:
         a = json.load(f)
-    sd = timm_of(a, {k: v.float() for k, v in torch.load(weights_path).items()})
+    sd = vit_peer.load_fit(timm_of(a, {k: v.float() for k, v in torch.load(weights_path).items()}), a)
     with h5py.File(bag_path, "r") as f:
         coords = np.asarray(f["coords"][:], dtype=np.int64)
     slide = openslide.OpenSlide(slide_path)
