@@ -42,7 +42,8 @@ void text_write_atomic(const std::string& path, const std::string& text);
 void text_append(const std::string& path, const std::string& text);
 
 // Removes the temporary files and folders (NAME.tmp.<pid>) that writers killed mid-write left in
-// `folder` (AtomicFile's files, `ips predict`'s output folders), where process <pid> is gone.
+// `folder` (AtomicFile's files, `ips predict`'s output folders), where process <pid> is gone, a
+// zombie, or a newer process than the temporary's last write.
 // Returns how many.
 int stale_temporaries_remove(const std::string& folder);
 

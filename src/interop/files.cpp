@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <stdexcept>
+#include <string>
 
 #include "ips/fault.h"
 
@@ -45,6 +47,40 @@ void rename_durably(const std::string& tmp, const std::string& path) {
     const std::string p = std::filesystem::path(path).parent_path().string();
     folder_sync(p.empty() ? "." : p);
     fault_point("atomic-after-rename");
+}
+
+// Whether process `pid` may still be writing a temporary last modified at `modified`. A killed
+// writer whose parent died first stays a zombie where nothing reaps orphans (a container whose
+// first process is not an init): kill(pid, 0) still succeeds on it. And a pid can be handed to a
+// new process: one started after the file was last written is not its writer.
+bool writer_may_be_alive(pid_t pid, time_t modified) {
+    std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat_file, line)) return ::kill(pid, 0) == 0 || errno != ESRCH;  // no /proc
+    // "pid (comm) state ppid ... starttime": comm may hold spaces and parentheses.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) return true;
+    std::istringstream fields(line.substr(close + 1));
+    std::string state;
+    fields >> state;
+    if (state == "Z" || state == "X" || state == "x") return false;
+    std::string skip;
+    for (int i = 0; i < 18; ++i) fields >> skip;  // ppid .. itrealvalue: fields 4 to 21
+    unsigned long long start_ticks = 0;
+    if (!(fields >> start_ticks)) return true;
+    std::ifstream proc_stat("/proc/stat");
+    long long boot = -1;
+    for (std::string key; proc_stat >> key;) {
+        if (key == "btime") {
+            proc_stat >> boot;
+            break;
+        }
+    }
+    const long ticks = ::sysconf(_SC_CLK_TCK);
+    if (boot < 0 || ticks <= 0) return true;
+    const long long started = boot + static_cast<long long>(start_ticks / static_cast<unsigned long long>(ticks));
+    // Two seconds of slack: btime and the tick count round down.
+    return started <= static_cast<long long>(modified) + 2;
 }
 
 }  // namespace
@@ -129,7 +165,9 @@ int stale_temporaries_remove(const std::string& folder) {
         const std::string digits = name.substr(mark + 5);
         if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
         const pid_t pid = static_cast<pid_t>(std::stol(digits));
-        if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+        if (pid == ::getpid()) continue;
+        struct stat st {};
+        if (::stat(e.path().c_str(), &st) != 0 || writer_may_be_alive(pid, st.st_mtime)) continue;
         if (fs::remove_all(e.path(), ec) > 0) ++removed;
     }
     return removed;

@@ -1,6 +1,11 @@
 // Atomic writes (the whole text or nothing, never a temporary file left behind), appends, and the
 // clean-up of what killed writers leave.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <fstream>
@@ -100,6 +105,39 @@ TEST(Files, StaleTemporariesOfDeadWritersAreRemovedOthersKept) {
     EXPECT_EQ(stale_temporaries_remove(dir.path.string()), 1);
     EXPECT_FALSE(fs::exists(dir.path / "last.pt.tmp.9999999"));
     EXPECT_EQ(entries(dir.path), 3u);
+}
+
+// Where nothing reaps orphans (a container without an init), a writer killed after its parent
+// stays a zombie, which kill(pid, 0) still finds; and a pid handed on to a process started later
+// is not the writer. Both temporaries are stale.
+TEST(Files, StaleTemporariesOfZombieWritersAndOfReusedPidsAreRemoved) {
+    TempDir dir;
+    const pid_t zombie = ::fork();
+    ASSERT_GE(zombie, 0);
+    if (zombie == 0) ::_exit(0);
+    ::usleep(200 * 1000);  // until it has exited; it stays a zombie while unreaped
+    ASSERT_EQ(::kill(zombie, 0), 0);
+    const fs::path of_zombie = dir.path / ("last.pt.tmp." + std::to_string(zombie));
+    std::ofstream(of_zombie) << "half";
+    // This process started before now: a temporary dated an hour before it started is not its own.
+    const pid_t sleeper = ::fork();
+    ASSERT_GE(sleeper, 0);
+    if (sleeper == 0) {
+        ::pause();
+        ::_exit(0);
+    }
+    const fs::path of_old_writer = dir.path / ("best.pt.tmp." + std::to_string(sleeper));
+    std::ofstream(of_old_writer) << "half";
+    fs::last_write_time(of_old_writer, fs::file_time_type::clock::now() - std::chrono::hours(1));
+    const fs::path of_live_writer = dir.path / ("bag.h5.tmp." + std::to_string(sleeper));
+    std::ofstream(of_live_writer) << "being written";
+    EXPECT_EQ(stale_temporaries_remove(dir.path.string()), 2);
+    EXPECT_FALSE(fs::exists(of_zombie));
+    EXPECT_FALSE(fs::exists(of_old_writer));
+    EXPECT_TRUE(fs::exists(of_live_writer));
+    ::kill(sleeper, SIGKILL);
+    ::waitpid(sleeper, nullptr, 0);
+    ::waitpid(zombie, nullptr, 0);
 }
 
 TEST(Files, CommitMovesAnotherWritersFileIntoPlace) {
