@@ -1,5 +1,6 @@
 #include "ips/runtime.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <torch/torch.h>
 
@@ -12,9 +13,41 @@
 
 namespace ips {
 
+namespace {
+
+// OpenBLAS's own controls, looked up at run time: libtorch links the generic libblas.so.3, behind
+// which Debian's alternatives put OpenBLAS (pthread or OpenMP build), the reference BLAS or none.
+template <typename F>
+F* openblas_fn(const char* name) {
+    return reinterpret_cast<F*>(dlsym(RTLD_DEFAULT, name));
+}
+
+}  // namespace
+
+bool runtime_blas_has_own_threads() {
+    static const bool own = [] {
+        auto* parallel = openblas_fn<int()>("openblas_get_parallel");  // 0 serial, 1 pthreads, 2 OpenMP
+        return parallel && parallel() == 1;
+    }();
+    return own;
+}
+
+RuntimeGemmBound::RuntimeGemmBound() {
+    if (!runtime_blas_has_own_threads() || at::in_parallel_region()) return;
+    threads_ = at::get_num_threads();
+    if (threads_ > 1) at::set_num_threads(1);
+    else threads_ = 0;
+}
+
+RuntimeGemmBound::~RuntimeGemmBound() {
+    if (threads_ > 0) at::set_num_threads(threads_);
+}
+
 void runtime_configure(int threads) {
     const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     torch::set_num_threads(n);
+    // Otherwise OpenBLAS's pthreads take every core whatever --threads says.
+    if (auto* set = openblas_fn<void(int)>("openblas_set_num_threads")) set(n);
     // A fixed threshold also turns off glibc's dynamic adjustment, which never rises above 32 MiB:
     // smaller than one activation tensor of a 200-patch chunk.
     mallopt(M_MMAP_THRESHOLD, 1 << 30);

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 
+#include "ips/runtime.h"
 #include "ips/torch_compat.h"
 
 namespace ips {
@@ -181,6 +183,8 @@ torch::Tensor VitImpl::tokens(const torch::Tensor& x) {
         throw std::invalid_argument("vit: input must be [B, " + std::to_string(opt.in_chans) + ", H, W] with H and W multiples of " +
                                     std::to_string(opt.patch_size) + ", got " + c10::str(x.sizes()));
     const int64_t B = x.size(0), rows = x.size(2) / opt.patch_size, cols = x.size(3) / opt.patch_size;
+    std::optional<RuntimeGemmBound> gemm_bound;  // a ViT is nearly all GEMMs (runtime.h)
+    if (x.is_cpu() && !torch::GradMode::is_enabled()) gemm_bound.emplace();
     auto t = patch_embed->forward(x);  // [B, rows * cols, dim]
     const int64_t prefix = opt.no_embed_class ? 0 : prefix_tokens();
     auto pos = vit_pos_embed_resample(pos_embed, prefix, rows, cols, opt.pos_resample);
@@ -199,7 +203,8 @@ torch::Tensor VitImpl::tokens(const torch::Tensor& x) {
     // slice, not the batch. For a ViT-B/16 at batch 64 the scores alone are 119 MB per copy, and
     // runtime_configure keeps freed memory on the heap, so a peak stays resident.
     constexpr int64_t kSlice = 16;
-    const bool sliced = t.is_cpu() && !torch::GradMode::is_enabled() && B > kSlice;
+    const bool cpu_inference = t.is_cpu() && !torch::GradMode::is_enabled();
+    const bool sliced = cpu_inference && B > kSlice;
     for (const auto& block : *blocks) {
         auto* b = block->as<VitBlock>();
         if (!sliced) {
