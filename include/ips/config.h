@@ -17,6 +17,11 @@ namespace ips {
 struct ConfigError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+// A file the user named (directly, or through a config key or a CSV row) is not there. what()
+// names it. Front ends tell it from the rest: the Python module raises FileNotFoundError.
+struct FileNotFound : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 enum class ActFn { softmax, sigmoid };
 enum class Metric { accuracy, multilabel_accuracy, auc };

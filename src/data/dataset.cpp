@@ -18,7 +18,7 @@ std::string split_file(const DataOptions& data, const std::string& split, const 
     const std::string& name = split == "train" ? data.train_fname : data.test_fname;
     const std::string key = split == "train" ? "train_fname" : "test_fname";
     const fs::path p = fs::path(data.data_dir) / (name.empty() ? split + fallback_ext : name);
-    if (!fs::exists(p)) throw ConfigError("config key '" + key + "': no such file '" + p.string() + "'");
+    if (!fs::exists(p)) throw FileNotFound("config key '" + key + "': no such file '" + p.string() + "'");
     return p.string();
 }
 

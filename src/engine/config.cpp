@@ -438,6 +438,7 @@ Config config_load(const std::string& path, const std::vector<std::string>& over
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) throw ConfigError("config file '" + path + "' is a directory");
     std::ifstream in(path);
+    if (!in && errno == ENOENT) throw FileNotFound("cannot open config file '" + path + "': " + std::strerror(errno));
     if (!in) throw ConfigError("cannot open config file '" + path + "': " + std::strerror(errno));
     std::stringstream ss;
     ss << in.rdbuf();

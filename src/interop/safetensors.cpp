@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "ips/config.h"
 #include "ips/files.h"
 
 namespace ips {
@@ -270,7 +271,7 @@ bool ends_with(const std::string& s, const std::string& tail) {
 
 NamedTensors safetensors_read(const std::string& path, std::map<std::string, std::string>* metadata) {
     std::error_code ec;
-    if (!fs::exists(path, ec)) fail(file_error(path, "no such file"));
+    if (!fs::exists(path, ec)) throw FileNotFound(file_error(path, "no such file"));
     if (fs::is_directory(path, ec)) fail(file_error(path, "is a directory"));
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(file_error(path, std::string("cannot open: ") + std::strerror(errno)));

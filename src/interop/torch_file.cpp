@@ -16,6 +16,7 @@
 
 #include "pickle_read.h"
 #include "pickle_write.h"
+#include "ips/config.h"
 #include "ips/fault.h"
 #include "ips/files.h"
 
@@ -45,7 +46,7 @@ bool host_is_little_endian() {
 // Tells the kinds of file people pass by mistake apart before the zip reader gives a vaguer message.
 void check_magic(const std::string& path) {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) fail(file_error(path, "no such file"));
+    if (!std::filesystem::exists(path, ec)) throw FileNotFound(file_error(path, "no such file"));
     if (std::filesystem::is_directory(path, ec)) fail(file_error(path, "is a directory"));
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(file_error(path, std::string("cannot open: ") + std::strerror(errno)));

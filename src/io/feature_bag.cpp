@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "ips/config.h"
 #include "ips/files.h"
 
 namespace ips {
@@ -91,7 +92,7 @@ bool link_exists(hid_t loc, const std::string& name) { return H5Lexists(loc, nam
 
 H5Handle file_open(const std::string& path, unsigned flags) {
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) fail(path, "file not found");
+    if (!std::filesystem::exists(path, ec)) throw FileNotFound("feature bag '" + path + "': file not found");
     if (H5Fis_hdf5(path.c_str()) <= 0) fail(path, "not an HDF5 file");
     return {check(H5Fopen(path.c_str(), flags, H5P_DEFAULT), path, "cannot open"), H5Fclose};
 }

@@ -3,7 +3,10 @@
 #include <vips/vips8>
 
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
+
+#include "ips/config.h"
 
 namespace ips {
 
@@ -22,6 +25,8 @@ torch::Tensor image_read(const std::string& path, int64_t channels) {
     vips_ensure_init();
     if (channels != 1 && channels != 3)
         throw std::invalid_argument(path + ": images are read with 1 or 3 channels, not " + std::to_string(channels));
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) throw FileNotFound(path + ": cannot read image: no such file");
     try {
         vips::VImage img = vips::VImage::new_from_file(
             path.c_str(), vips::VImage::option()->set("access", VIPS_ACCESS_SEQUENTIAL)->set("fail", true));

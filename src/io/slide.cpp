@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 
+#include "ips/config.h"
 #include "ips/image_io.h"
 
 namespace ips {
@@ -121,7 +122,7 @@ inline void pixel_to_rgb(const uint8_t* p, int bands, uint8_t* rgb) {
 SlidePtr slide_open(const std::string& path) {
     vips_ensure_init();
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) fail(path, "no such file");
+    if (!std::filesystem::exists(path, ec)) throw FileNotFound("image '" + path + "': no such file");
     if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory");
     const char* loader = vips_foreign_find_load(path.c_str());
     if (!loader) {

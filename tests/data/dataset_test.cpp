@@ -81,7 +81,7 @@ TEST(Dataset, SplitFileNamesAndDefaults) {
     try {
         split_file(d, "train", ".csv");
         FAIL() << "no error for a missing split file";
-    } catch (const ConfigError& e) {
+    } catch (const FileNotFound& e) {  // the key is named too
         const std::string msg = e.what();
         EXPECT_NE(msg.find("config key 'train_fname'"), std::string::npos) << msg;
         EXPECT_NE(msg.find((dir.path / "absent.csv").string()), std::string::npos) << msg;

@@ -113,7 +113,7 @@ TEST(Config, MissingFileIsNamed) {
     try {
         config_load("/nonexistent/cfg.yaml");
         FAIL();
-    } catch (const ConfigError& e) {
+    } catch (const FileNotFound& e) {  // a front end tells it from a bad config (Python: FileNotFoundError)
         EXPECT_NE(std::string(e.what()).find("/nonexistent/cfg.yaml"), std::string::npos);
     }
 }
