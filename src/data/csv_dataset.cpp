@@ -97,6 +97,9 @@ struct CsvDataset : Dataset {
             }
         }
         for (const auto& b : bad) std::fprintf(stderr, "warning: skipped %s\n", b.c_str());
+        if (rows.empty() && !bad.empty())
+            throw std::runtime_error("data set '" + file + "': no usable rows; skipped " + bad.front() +
+                                     (bad.size() > 1 ? " (and " + std::to_string(bad.size() - 1) + " more rows)" : ""));
         if (rows.empty()) throw std::runtime_error("data set '" + file + "': no usable rows");
         if (!bad.empty())
             std::fprintf(stderr, "warning: %s: %zu of %zu rows skipped (above)\n", file.c_str(), bad.size(), bad.size() + rows.size());

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "ips/distributed.h"
+#include "ips/interrupt.h"
 #include "ips/input_open.h"
 
 namespace ips {
@@ -15,13 +16,15 @@ namespace {
 // the ranks says whose line is whose.
 void for_each_named(const char* command, const char* noun, const std::vector<std::string>& paths,
                     const std::string& prefix, const std::function<void(const std::string&)>& one) {
-    std::vector<std::string> failed;
+    std::vector<std::string> failed;  // each with why: the error a caller gets says it too (Python has no stderr to read)
     for (const auto& path : paths) {
         try {
             one(path);
+        } catch (const Interrupted&) {
+            throw;  // a request to stop the job, not a failure of this input
         } catch (const std::exception& e) {
             std::fprintf(stderr, "ips %s: %sskipped %s: %s\n", command, prefix.c_str(), path.c_str(), e.what());
-            failed.push_back(path);
+            failed.push_back(path + ": " + e.what());
         }
     }
     if (failed.empty()) return;

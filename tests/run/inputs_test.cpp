@@ -24,7 +24,7 @@ TEST(Inputs, ForEachContinuesPastAFailureAndCountsIt) {
     const std::string err = testing::internal::GetCapturedStderr();
     EXPECT_EQ(seen, paths);  // the third input ran after the second failed
     EXPECT_EQ(err, "ips tiles: skipped b/two.svs: cannot open slide\n");
-    EXPECT_EQ(e, "1 of 3 slides failed:\n  b/two.svs");
+    EXPECT_EQ(e, "1 of 3 slides failed:\n  b/two.svs: cannot open slide");
 
     seen.clear();
     testing::internal::CaptureStderr();
@@ -36,7 +36,7 @@ TEST(Inputs, ForEachContinuesPastAFailureAndCountsIt) {
     });
     const std::string err2 = testing::internal::GetCapturedStderr();
     EXPECT_EQ(seen, paths);
-    EXPECT_EQ(two, "2 of 3 images failed:\n  a/one.svs\n  c/three.svs");
+    EXPECT_EQ(two, "2 of 3 images failed:\n  a/one.svs: bad a/one.svs\n  c/three.svs: bad c/three.svs");
     EXPECT_NE(err2.find("ips predict: skipped a/one.svs: bad a/one.svs\n"), std::string::npos) << err2;
     EXPECT_NE(err2.find("ips predict: skipped c/three.svs: bad c/three.svs\n"), std::string::npos) << err2;
 }
@@ -99,7 +99,7 @@ TEST(Inputs, ForEachShareRunsThisRanksShareAndNamesTheRank) {
     const std::string err = testing::internal::GetCapturedStderr();
     EXPECT_EQ(seen, (std::vector<std::string>{"d.svs", "e.svs"}));
     EXPECT_EQ(err, "ips tiles: rank 1/2: 2 of 5 slides\nips tiles: rank 1/2: skipped d.svs: cannot open slide\n");
-    EXPECT_EQ(e, "rank 1/2: 1 of 2 slides failed:\n  d.svs");
+    EXPECT_EQ(e, "rank 1/2: 1 of 2 slides failed:\n  d.svs: cannot open slide");
 
     // One process: every input, and the messages of inputs_for_each.
     seen.clear();
@@ -112,5 +112,5 @@ TEST(Inputs, ForEachShareRunsThisRanksShareAndNamesTheRank) {
     });
     EXPECT_EQ(testing::internal::GetCapturedStderr(), "ips features: skipped a.svs: bad\n");
     EXPECT_EQ(seen, paths);
-    EXPECT_EQ(one, "1 of 5 slides failed:\n  a.svs");
+    EXPECT_EQ(one, "1 of 5 slides failed:\n  a.svs: bad");
 }
