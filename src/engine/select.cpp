@@ -2,14 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <future>
 #include <map>
-#include <mutex>
 #include <numeric>
-#include <thread>
+
+#include "ips/reader_thread.h"
 
 namespace ips {
 namespace {
@@ -60,47 +58,6 @@ Chunk chunk_read(const std::vector<PatchSource*>& sources, const std::vector<tor
     return c;
 }
 
-// One reader thread for the whole process, fed one chunk at a time. It lives as long as the
-// process: a thread per chunk would also start a new OpenMP team per chunk (libgomp keeps a pool
-// per master thread), and libvips keeps buffers per thread that a thread's exit leaks: measured,
-// peak memory grew by 26 KB per patch read that way.
-class ReaderThread {
-public:
-    static ReaderThread& get() {
-        static ReaderThread* one = new ReaderThread;  // never destroyed: it waits for work until exit
-        return *one;
-    }
-    std::future<Chunk> submit(std::function<Chunk()> work) {
-        auto task = std::make_shared<std::packaged_task<Chunk()>>(std::move(work));
-        auto result = task->get_future();
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            queue_.push_back([task] { (*task)(); });
-        }
-        ready_.notify_one();
-        return result;
-    }
-
-private:
-    ReaderThread() : thread_([this] { loop(); }) { thread_.detach(); }
-    void loop() {
-        for (;;) {
-            std::function<void()> work;
-            {
-                std::unique_lock<std::mutex> lock(mutex_);
-                ready_.wait(lock, [this] { return !queue_.empty(); });
-                work = std::move(queue_.front());
-                queue_.pop_front();
-            }
-            work();  // a packaged task: exceptions go to its future
-        }
-    }
-    std::mutex mutex_;
-    std::condition_variable ready_;
-    std::deque<std::function<void()>> queue_;
-    std::thread thread_;
-};
-
 // The chunks of one selection in order: [0, M), then I at a time. The next chunk is read on the
 // reader thread while the caller encodes the current one, so decoding (slides, JPEG tiles) and
 // the encoder overlap; memory holds two chunks instead of one.
@@ -130,7 +87,7 @@ private:
     void ahead(int64_t start, int64_t end) {
         start_ = start;
         end_ = end;
-        next_ = ReaderThread::get().submit(
+        next_ = reader_thread_submit<Chunk>(
             [this, start, end] { return chunk_read(sources_, orders_, identity_, start, end, device_); });
     }
     const std::vector<PatchSource*>& sources_;
