@@ -9,11 +9,12 @@
 namespace ips {
 
 // Installs handlers for SIGTERM and SIGINT that only record the signal. A second SIGINT restores
-// the default action and re-raises it, so a second Ctrl-C still stops a run at once.
+// the handler before (the CLI's: the default action) and re-raises it, so a second Ctrl-C still
+// stops the CLI at once.
 void interrupt_watch();
 // The signal received since interrupt_watch (SIGTERM or SIGINT), or 0.
 int interrupt_pending();
-// Restores the default actions (the run has stopped listening).
+// Restores the handlers that were there before interrupt_watch (the run has stopped listening).
 void interrupt_unwatch();
 
 // Thrown when a run stopped because of a signal, after it saved what it had. The process should

@@ -8,10 +8,13 @@ namespace ips {
 namespace {
 
 std::atomic<int> g_signal{0};
+// The handlers before interrupt_watch: the default actions in the CLI, Python's own in the Python
+// module (where SIGINT must go on raising KeyboardInterrupt after a run).
+struct sigaction g_before_int {}, g_before_term {};
 
 void on_signal(int sig) {
     if (sig == SIGINT && g_signal.load() == SIGINT) {
-        signal(SIGINT, SIG_DFL);
+        sigaction(SIGINT, &g_before_int, nullptr);
         raise(SIGINT);
         return;
     }
@@ -26,15 +29,15 @@ void interrupt_watch() {
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, nullptr);
-    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, &g_before_term);
+    sigaction(SIGINT, &sa, &g_before_int);
 }
 
 int interrupt_pending() { return g_signal.load(); }
 
 void interrupt_unwatch() {
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
+    sigaction(SIGTERM, &g_before_term, nullptr);
+    sigaction(SIGINT, &g_before_int, nullptr);
 }
 
 }  // namespace ips
