@@ -71,30 +71,6 @@ struct FeaturesArgs {
     FeaturesOptions opt;
 };
 
-std::string yaml_quoted(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
-    return q + "'";
-}
-
-// --encoder and --weights as config overrides, before the user's --set (which win over them). A
-// ViT preset brings what its model expects: RGB tiles of its resize side at its resolution, its
-// own normalisation, and its output width as D.
-std::vector<std::string> encoder_overrides(const std::string& encoder, const std::string& weights) {
-    std::vector<std::string> sets;
-    if (encoder == "resnet18" || encoder == "resnet34" || encoder == "resnet50") {
-        sets.push_back("enc_type=" + encoder);
-    } else if (!encoder.empty()) {
-        const VitPreset& p = vit_preset(encoder);  // an unknown name lists the known ones
-        const std::string side = std::to_string(p.resize);
-        sets.insert(sets.end(), {"enc_type=vit", "vit=" + encoder, "D=" + std::to_string(vit_out_dim(p.vit)), "n_chan_in=3",
-                                 "normalize=none", "patch_size=" + side, "patch_stride=" + side,
-                                 "slide_mpp=" + std::to_string(p.mpp), "slide_level=0"});
-    }
-    if (!weights.empty()) sets.insert(sets.end(), {"encoder_weights=" + yaml_quoted(weights), "pretrained=true"});
-    return sets;
-}
-
 void features_setup(CLI::App* sub) {
     auto a = std::make_shared<FeaturesArgs>();
     config_args_add(sub, a->config,
@@ -114,13 +90,9 @@ void features_setup(CLI::App* sub) {
     sub->callback([a] {
         dist_args_launch(a->dist);
         ConfigArgs config = a->config;
-        try {
-            auto sets = encoder_overrides(a->encoder, a->weights);
-            sets.insert(sets.end(), config.sets.begin(), config.sets.end());
-            config.sets = std::move(sets);
-        } catch (const std::invalid_argument& e) {
-            throw ConfigError(std::string("--encoder: ") + e.what());
-        }
+        auto sets = features_encoder_overrides(a->encoder, a->weights);
+        sets.insert(sets.end(), config.sets.begin(), config.sets.end());
+        config.sets = std::move(sets);
         const Config cfg = config_args_load(config);
         features_config_check(cfg);
         inputs_stems_distinct(a->slides);

@@ -3,6 +3,8 @@
 // level-0, patch_size, patch_level).
 #pragma once
 
+#include <functional>
+
 #include "ips/inputs.h"
 #include "ips/model.h"
 
@@ -12,7 +14,17 @@ struct FeaturesOptions {
     torch::ScalarType dtype = torch::kHalf;  // float16 or float32 features on disk
     int64_t batch = 64;                      // tiles per encoder call
     bool progress = true;
+    // Called after each batch with the tiles done and the slide's total. It may throw to stop the
+    // slide (the Python module's Ctrl-C): then no bag of it is written.
+    std::function<void(int64_t done, int64_t total)> on_batch;
 };
+
+// An encoder chosen by name (`ips features --encoder`, the Python module's `encoder=`) and its
+// weight file as config overrides, to go before the user's own (which win over them): resnet18/34/50
+// set enc_type; a ViT preset brings what its model expects, RGB tiles of its resize side at its
+// resolution, its own normalisation and its output width as D. "" leaves each unset. An unknown
+// name throws ConfigError listing the known ones.
+std::vector<std::string> features_encoder_overrides(const std::string& encoder, const std::string& weights);
 
 // Throws ConfigError naming the key when the config cannot make features of slide tiles: it must
 // be an RGB image encoder, and `pretrained` without an `encoder_weights` file is refused (features

@@ -77,6 +77,7 @@ struct PredictionRecord {
     bool already_done = false;
     std::string redone_why;    // an incomplete record was there and was made again: what was wrong
     PredictTimes times;        // of a prediction made now
+    ScoredPatches patches;     // of a prediction made now: every patch's score (undefined when already done)
 };
 
 // predict_input with a record in `out_dir` and the outputs in prediction_outputs_dir: a complete

@@ -2,6 +2,8 @@
 // each, metrics.jsonl, atomic checkpoints and exact resume.
 #pragma once
 
+#include <functional>
+
 #include "ips/dataset.h"
 #include "ips/distributed.h"
 #include "ips/evaluate.h"
@@ -9,21 +11,22 @@
 
 namespace ips {
 
+struct EpochRecord {
+    int epoch = 0;
+    double train_loss = 0;
+    EvalResult test;
+};
+
 // How a training run is carried out (the config says what is trained).
 struct RunOptions {
     std::string out_dir = "runs/default";
     torch::Device device = torch::kCPU;
     bool resume = false;        // continue from out_dir/last.pt
     bool progress = true;       // progress bar on stderr
+    std::function<void(const EpochRecord&)> on_epoch;  // called after each epoch's checkpoint (the Python module's callback)
     int stop_after_epoch = -1;  // end this run after that epoch (1-based), as if interrupted
     std::string init_weights;   // start from these weights (weights_load: ours or reference layout)
     DistGroupPtr dist;          // a data-parallel job (dist_init); null: one process
-};
-
-struct EpochRecord {
-    int epoch = 0;
-    double train_loss = 0;
-    EvalResult test;
 };
 
 // Trains cfg on dataset_open(cfg, "train"), evaluating on "test" after every epoch.

@@ -6,6 +6,7 @@
 #include "ips/progress.h"
 #include "ips/slide_source.h"
 #include "ips/tissue.h"
+#include "ips/vit.h"
 
 namespace ips {
 namespace fs = std::filesystem;
@@ -47,7 +48,33 @@ OutputCheck check_of(const std::string& bag, const TileGrid& grid, const std::st
     return {OutputCheck::complete, ""};
 }
 
+std::string yaml_quoted(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("''") : std::string(1, c);
+    return q + "'";
+}
+
 }  // namespace
+
+std::vector<std::string> features_encoder_overrides(const std::string& encoder, const std::string& weights) {
+    std::vector<std::string> sets;
+    if (encoder == "resnet18" || encoder == "resnet34" || encoder == "resnet50") {
+        sets.push_back("enc_type=" + encoder);
+    } else if (!encoder.empty()) {
+        const VitPreset* p = nullptr;
+        try {
+            p = &vit_preset(encoder);
+        } catch (const std::invalid_argument& e) {
+            throw ConfigError(std::string("encoder: ") + e.what());
+        }
+        const std::string side = std::to_string(p->resize);
+        sets.insert(sets.end(), {"enc_type=vit", "vit=" + encoder, "D=" + std::to_string(vit_out_dim(p->vit)), "n_chan_in=3",
+                                 "normalize=none", "patch_size=" + side, "patch_stride=" + side,
+                                 "slide_mpp=" + std::to_string(p->mpp), "slide_level=0"});
+    }
+    if (!weights.empty()) sets.insert(sets.end(), {"encoder_weights=" + yaml_quoted(weights), "pretrained=true"});
+    return sets;
+}
 
 void features_config_check(const Config& cfg) {
     if (!cfg.model.is_image) throw ConfigError("config key 'is_image': features are computed from image tiles");
@@ -94,6 +121,7 @@ FeaturesResult features_extract(IPSNet& net, const Config& cfg, const torch::Dev
         if (!features.defined()) features = torch::empty({r.n_tiles, emb.size(1)}, opt.dtype);
         features.narrow(0, start, count).copy_(emb);
         if (opt.progress) bar.update(count);
+        if (opt.on_batch) opt.on_batch(start + count, r.n_tiles);
     }
     if (opt.progress) bar.finish();
     FeatureBag bag;

@@ -232,6 +232,7 @@ PredictionRecord predict_recorded(IPSNet& net, const Config& cfg, const torch::D
     const Prediction p = predict_input(net, cfg, device, input, here);
     r.json = prediction_to_json(p);
     r.times = p.times;
+    r.patches = p.patches;
     fs::create_directories(out_dir);  // with the first record: a failed input leaves no folder
     text_write_atomic(r.path, r.json.dump() + "\n");
     return r;

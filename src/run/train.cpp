@@ -385,6 +385,7 @@ std::vector<EpochRecord> epochs_run(Run& run) {
         const double comm = run.dist ? dist_comm_seconds(*run.dist) - comm0 : 0;
         epoch_close(run, epoch, train_loss, done.skipped, test, seconds, comm);
         records.push_back({epoch + 1, train_loss, test});
+        if (opt.on_epoch) opt.on_epoch(records.back());
         // A signal during the last epoch's test pass or checkpoint: the run is complete, not stopped.
         if (epoch + 1 < cfg.train.n_epoch && stop_requested(run)) {
             const int sig = interrupt_pending();
