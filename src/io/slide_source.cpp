@@ -28,21 +28,41 @@ struct SlideSource : PatchSource, std::enable_shared_from_this<SlideSource> {
     int64_t size() const override { return grid.coords.size(0); }
     std::vector<int64_t> patch_shape() const override { return {channels, side(), side()}; }
 
-    torch::Tensor read(const torch::Tensor& idx_any) override {
+    // RGB tiles read at their own size are stored as the slide gives them, uint8; grey and resized
+    // tiles are computed in float32, so that is how they are stored.
+    bool stores_bytes() const { return channels == 3 && side() == grid.patch; }
+
+    torch::Tensor read(const torch::Tensor& idx) override {
+        return stores_bytes() ? stored_to_float(read_stored(idx)) : decode(idx, /*bytes=*/false);
+    }
+    torch::Tensor read_stored(const torch::Tensor& idx) override { return decode(idx, stores_bytes()); }
+    torch::Tensor stored_to_float(const torch::Tensor& stored) const override {
+        if (stored.scalar_type() != torch::kByte) return stored;
+        auto x = stored.to(torch::kFloat32).div_(255.0);
+        if (mean.defined()) x.sub_(mean.to(x.device())).div_(std_.to(x.device()));
+        return x;
+    }
+
+    // The tiles at `idx_any`: uint8 as read (bytes), or float32 in [0, 1], grey or resized as
+    // asked, then normalised.
+    torch::Tensor decode(const torch::Tensor& idx_any, bool bytes) {
         const auto idx = idx_any.to(torch::kCPU, torch::kLong).contiguous();
         const int64_t K = idx.numel(), N = size();
         const auto* ip = idx.data_ptr<int64_t>();
         for (int64_t k = 0; k < K; ++k)
             if (ip[k] < 0 || ip[k] >= N)
                 throw std::out_of_range("patch index out of range [0, " + std::to_string(N) + "): " + std::to_string(ip[k]));
-        auto result = torch::empty({K, channels, side(), side()}, torch::kFloat32);
+        auto result = torch::empty({K, channels, side(), side()}, bytes ? torch::kByte : torch::kFloat32);
         const auto coords = grid.coords.accessor<int64_t, 2>();
         // Decoding dominates: one tile per task, torch ops inside run single-threaded.
         at::parallel_for(0, K, 1, [&](int64_t begin, int64_t end) {
             for (int64_t k = begin; k < end; ++k) {
-                auto tile = slide_read_region(*slide, grid.level, coords[ip[k]][0], coords[ip[k]][1], grid.patch, grid.patch)
-                                .to(torch::kFloat32)
-                                .div_(255.0);  // [3, P, P]
+                auto tile = slide_read_region(*slide, grid.level, coords[ip[k]][0], coords[ip[k]][1], grid.patch, grid.patch);
+                if (bytes) {
+                    result[k].copy_(tile);
+                    continue;
+                }
+                tile = tile.to(torch::kFloat32).div_(255.0);  // [3, P, P]
                 if (channels == 1)
                     tile = luma(tile).unsqueeze(0);
                 if (out > 0 && out != grid.patch) {
@@ -54,7 +74,7 @@ struct SlideSource : PatchSource, std::enable_shared_from_this<SlideSource> {
                 result[k].copy_(tile);
             }
         });
-        if (mean.defined()) result.sub_(mean).div_(std_);
+        if (!bytes && mean.defined()) result.sub_(mean).div_(std_);
         return result;
     }
     torch::Device device() const override { return torch::kCPU; }

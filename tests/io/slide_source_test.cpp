@@ -73,6 +73,26 @@ TEST(SlideSource, GreyResizedAndNormalisedPatches) {
     EXPECT_TRUE(torch::allclose(normalised, (rgb - mean) / std, 0, 1e-5));
 }
 
+// RGB tiles at their own size are stored as the slide gives them, uint8 (a quarter of the bytes to
+// copy to a device); finishing them gives read() exactly. Grey and resized tiles are stored as float.
+TEST(SlideSource, RgbTilesAreStoredAsBytesAndFinishAsRead) {
+    REQUIRE_SVS();
+    auto slide = slide_open(svs_path());
+    const TileGrid grid = tile_grid_full(*slide, 0, 256, 256);
+    const auto idx = torch::tensor({3, 50, 3}, torch::kLong);
+    auto source = slide_source_make(slide, grid, 3, normalization_of(Normalize::imagenet));
+    const auto stored = source->read_stored(idx);
+    ASSERT_EQ(stored.scalar_type(), torch::kByte);
+    for (int64_t k = 0; k < 3; ++k) {
+        const auto origin = source->patch_origin(idx[k].item<int64_t>());
+        EXPECT_TRUE(torch::equal(stored[k], slide_read_region(*slide, 0, origin[0], origin[1], 256, 256)));
+    }
+    EXPECT_TRUE(torch::equal(source->stored_to_float(stored), source->read(idx)));
+    EXPECT_TRUE(torch::equal(source->read_range_stored(3, 2), source->read_stored(torch::tensor({3, 4}, torch::kLong))));
+    EXPECT_EQ(slide_source_make(slide, grid, 1)->read_stored(idx).scalar_type(), torch::kFloat32);
+    EXPECT_EQ(slide_source_make(slide, grid, 3, {}, 64)->read_stored(idx).scalar_type(), torch::kFloat32);
+}
+
 TEST(SlideSource, BadSettingsAreRefused) {
     TempDir dir("ips_slide_source_bad");
     vips_write(pattern_image(64, 64), dir / "a.png");
