@@ -19,7 +19,21 @@ if [ "$flavour" = pytorch ]; then
   fi
   extra=(-DCMAKE_PREFIX_PATH="$prefix")
 fi
-if [ ! -f build/CMakeCache.txt ]; then
+# The Python module (`import ips`, docs/PYTHON.md), against the Python whose torch is this libtorch:
+# Debian's /usr/bin/python3 with python3-torch (a pyenv python3 may come first on PATH), or with
+# `pytorch` the python3 that imports it. Without one that imports torch, the rest builds alone.
+py=${IPS_TORCH_PYTHON:-/usr/bin/python3}
+[ "$flavour" = pytorch ] && py=$(command -v python3)
+configure=false
+[ -f build/CMakeCache.txt ] || configure=true
+if "$py" -c 'import torch' 2>/dev/null; then
+  extra+=(-DIPS_PYTHON=ON -DPython3_EXECUTABLE="$py")
+  # A build folder configured before the module existed is configured again, with it.
+  grep -q '^IPS_PYTHON:BOOL=' build/CMakeCache.txt 2>/dev/null || configure=true
+else
+  echo "build.sh: $py cannot import torch: building without the Python module (install python3-torch)" >&2
+fi
+if $configure; then
   cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${extra[@]}" "$@"
 fi
 cmake --build build --parallel "$(nproc)"

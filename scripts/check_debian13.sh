@@ -137,6 +137,10 @@ if [ "$flavour" = cuda ]; then
     # GPU: tests/CMakeLists.txt lists their tests when ctest runs, not after the link.)
     cmake_args+=(-DCMAKE_EXE_LINKER_FLAGS=-Wl,--allow-shlib-undefined)
 fi
+# The Python module too, against Debian 13's python3-torch, as build.sh builds it.
+if in_root /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    cmake_args+=(-DIPS_PYTHON=ON -DPython3_EXECUTABLE=/usr/bin/python3)
+fi
 [ -f "$build/CMakeCache.txt" ] || in_root cmake -S "$repo" -B "$repo/$build" "${cmake_args[@]}"
 in_root nice -n 19 cmake --build "$repo/$build" --parallel "$jobs" 2>&1 | tee "$repo/$build/build.log"
 timing "build"

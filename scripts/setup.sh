@@ -35,6 +35,7 @@ packages=(
   procps                                              # kill -- -PGID: Ctrl-C to a job, in the tests
   python3-openslide gdal-bin python3-jsonschema       # peers for predict's overlay TIFF and GeoJSON
   chromium                                            # the viewer page's test, headless
+  pybind11-dev python3-dev python3-pytest python3-yaml  # `import ips` (build.sh) and its tests
 )
 case "$flavour" in
   # OpenBLAS: with Debian's reference BLAS libtorch's matrix products are ~30x slower.
