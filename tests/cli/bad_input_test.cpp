@@ -11,6 +11,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -516,6 +518,41 @@ TEST_P(BadInput, FailsCleanlyNamingTheCulprit) {
 
 INSTANTIATE_TEST_SUITE_P(Table, BadInput, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<BadInputCase>& info) { return std::string(info.param.name); });
+
+// Every case's scene, made where the Python module's run of the same table reads them
+// (tests/python/test_bad_input.py sets IPS_BAD_INPUT_SCENES), or in a temporary folder: the inputs
+// in DIR/<name>/, and DIR/cases.json listing each case's name, folder, command, and what the error
+// must name and say, expanded. Strings are written byte for byte as code points 0-255 (Latin-1), so
+// the non-UTF-8 file names arrive as they are.
+TEST(BadInputTable, EveryCaseMakesItsScene) {
+    const char* env = std::getenv("IPS_BAD_INPUT_SCENES");
+    ips::test::TempDir temp("ips_bad_scenes"), scratch("ips_bad_scenes_scratch");
+    const fs::path root = env && *env ? fs::path(env) : temp.path;
+    const auto bytes = [](const std::string& s) {
+        std::string utf8;
+        for (unsigned char b : s) {
+            if (b < 0x80) utf8 += char(b);
+            else utf8 += {char(0xc0 | (b >> 6)), char(0x80 | (b & 0x3f))};
+        }
+        return utf8;
+    };
+    nlohmann::json cases = nlohmann::json::array();
+    for (const auto& c : kCases) {
+        const fs::path dir = root / c.name;
+        fs::remove_all(dir);
+        fs::create_directories(dir);
+        fs::create_directories(scratch.path / c.name);
+        c.make(Scene{dir, scratch.path / c.name});
+        ASSERT_FALSE(HasFatalFailure()) << c.name;
+        cases.push_back({{"name", c.name},
+                         {"dir", bytes(dir.string())},
+                         {"command", bytes(expand(c.command, dir))},
+                         {"names", bytes(expand(c.names, dir))},
+                         {"also", c.also ? bytes(expand(c.also, dir)) : ""}});
+    }
+    std::ofstream(root / "cases.json") << cases.dump(1) << "\n";
+    EXPECT_EQ(cases.size(), std::size(kCases));
+}
 
 TEST(BadInputTable, CountsAtLeastFortyFiveDistinctCases) {
     std::set<std::string> names;
