@@ -2,8 +2,10 @@
 // and no vips operation is built per patch (an operation per patch would fill vips' cache).
 #include "ips/slide.h"
 
+#include <unistd.h>
 #include <vips/vips8>
 
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -18,11 +20,29 @@ struct Slide {
     std::string path, loader;
     std::vector<SlideLevel> levels;
     double mpp = 0;
-    std::mutex mutex;                  // guards `images`
+    std::mutex mutex;                  // guards `images` and `images_pid`
     std::vector<vips::VImage> images;  // per level, opened on first use
+    pid_t images_pid = 0;              // the process that opened them
 };
 
 namespace {
+
+// A process forked from one that had files open through libvips (a DataLoader's workers) shares
+// their descriptors, file offsets included: reads from both interleave and decode garbage ("Not a
+// JPEG file", seen with two workers on a pyramidal TIFF). Such a child forgets libvips' cache of
+// the parent's open files once, before it opens any, so that it opens its own.
+std::atomic<pid_t> g_first_pid{0}, g_cache_dropped_in{0};
+vips::VOption* open_options() {
+    const pid_t me = ::getpid();
+    pid_t none = 0;
+    g_first_pid.compare_exchange_strong(none, me);
+    if (g_first_pid.load() != me && g_cache_dropped_in.exchange(me) != me) {
+        const int most = vips_cache_get_max();
+        vips_cache_set_max(0);  // trims every cached operation
+        vips_cache_set_max(most);
+    }
+    return vips::VImage::option()->set("access", VIPS_ACCESS_RANDOM);
+}
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
     throw std::runtime_error("image '" + path + "': " + what);
@@ -46,7 +66,7 @@ double property_number(const vips::VImage& img, const std::string& name) {
 }
 
 vips::VImage level_open(const Slide& s, int level) {
-    auto opt = vips::VImage::option()->set("access", VIPS_ACCESS_RANDOM)->set("fail", true);
+    auto opt = open_options()->set("fail", true);
     if (s.loader.rfind("openslideload", 0) == 0) opt->set("level", level);
     else if (s.loader.rfind("tiffload", 0) == 0) opt->set("page", level);
     vips::VImage img = vips::VImage::new_from_file(s.path.c_str(), opt);
@@ -68,7 +88,13 @@ vips::VImage level_image(Slide& s, int level) {
         fail(s.path, "level " + std::to_string(level) + " does not exist (the image has " +
                          std::to_string(s.levels.size()) + ")");
     std::lock_guard<std::mutex> lock(s.mutex);
-    if (s.images.empty()) s.images.resize(s.levels.size());
+    if (s.images_pid != ::getpid()) {
+        // Opened in the parent (or not yet): those images are left alone, not released, since
+        // releasing them in a child could wait on a lock a thread of the parent held at the fork.
+        if (!s.images.empty()) new std::vector<vips::VImage>(std::move(s.images));
+        s.images.assign(s.levels.size(), vips::VImage());
+        s.images_pid = ::getpid();
+    }
     if (!s.images[level].get_image()) {
         try {
             s.images[level] = level_open(s, level);
@@ -94,7 +120,7 @@ void levels_read(Slide& s, const vips::VImage& first) {
         // each smaller than the last; anything else after page 0 is not a level.
         const int pages = has_field(first, "n-pages") ? first.get_int("n-pages") : 1;
         for (int k = 1; k < pages; ++k) {
-            vips::VImage page = vips::VImage::new_from_file(s.path.c_str(), vips::VImage::option()->set("page", k));
+            vips::VImage page = vips::VImage::new_from_file(s.path.c_str(), open_options()->set("page", k));
             const auto& prev = s.levels.back();
             if (page.width() >= prev.width || page.height() >= prev.height || page.bands() != first.bands()) break;
             s.levels.push_back({page.width(), page.height(), double(first.width()) / page.width()});
@@ -135,7 +161,7 @@ SlidePtr slide_open(const std::string& path) {
     const char* nickname = vips_nickname_find(g_type_from_name(loader));
     s->loader = nickname ? nickname : loader;
     try {
-        levels_read(*s, vips::VImage::new_from_file(path.c_str(), vips::VImage::option()->set("access", VIPS_ACCESS_RANDOM)));
+        levels_read(*s, vips::VImage::new_from_file(path.c_str(), open_options()));
     } catch (const vips::VError& e) {
         fail(path, "cannot read: " + vips_message(e));
     }

@@ -3,6 +3,8 @@
 // named. (The lazy patch source over a slide: slide_source_test.cpp; tissue and tile grids from a
 // config: tissue_test.cpp.)
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vips/vips8>
 
 #include <filesystem>
@@ -172,4 +174,49 @@ TEST(Slide, TilesOfACoarseLevelWithAFractionalDownsample) {
     ASSERT_EQ(source->size(), want->size());
     auto all = torch::arange(source->size(), torch::kLong);
     EXPECT_TRUE(torch::equal(source->read(all), want->read(all)));
+}
+
+// Processes forked from one that has a slide open (a DataLoader's workers) read it as the parent
+// does, all at once: libvips' files are opened anew in a child, since the descriptors a child
+// inherits share their file offsets with the parent's. Without that, two children and the
+// parent reading a JPEG pyramid together decoded garbage ("Not a JPEG file").
+TEST(Slide, ForkedProcessesReadTheSlideTheParentHasOpen) {
+    TempDir dir("ips_slide_fork");
+    pyramid_tiff_write(dir / "p.tif", 4096, 4096, 3);
+    auto slide = slide_open(dir / "p.tif");
+    const int64_t n = 64;
+    std::vector<torch::Tensor> want;
+    for (int64_t k = 0; k < n; ++k)
+        want.push_back(slide_read_region(*slide, 0, (k * 997) % 3840, (k * 613) % 3840, 256, 256).clone());
+    // Each process reads every region, in its own order, at the same time as the others.
+    const auto read_all = [&](int64_t offset) {
+        int wrong = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t k = (j + offset) % n;
+            try {
+                if (!torch::equal(slide_read_region(*slide, 0, (k * 997) % 3840, (k * 613) % 3840, 256, 256), want[k])) ++wrong;
+            } catch (const std::exception&) {
+                ++wrong;
+            }
+        }
+        return wrong;
+    };
+    std::vector<pid_t> children;
+    for (int c = 1; c <= 2; ++c) {
+        const pid_t pid = ::fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+            // A fresh Slide of the same file, as an unpickled dataset makes, and the inherited one.
+            auto again = slide_open(dir / "p.tif");
+            const bool same = torch::equal(slide_read_region(*again, 0, 0, 0, 256, 256), want[0]);
+            ::_exit(read_all(c * 21) == 0 && same ? 0 : 1);
+        }
+        children.push_back(pid);
+    }
+    EXPECT_EQ(read_all(0), 0);
+    for (pid_t pid : children) {
+        int status = 0;
+        ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+        EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a child read other pixels than the parent";
+    }
 }
