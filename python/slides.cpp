@@ -18,21 +18,65 @@ struct PySlide {
     SlidePtr slide;
 };
 
-// Tiles of one slide at one level: a grid (level-0 coordinates) and the source that reads them as
-// stored, uint8 RGB [3, patch, patch].
+// How tiles come out: uint8 RGB as the slide has them, or float32 in [0, 1] normalised by
+// mean / std (none: scaled only), computed where they are decoded, as ips' own sources do.
+struct TileFormat {
+    bool as_float = false;
+    Normalization norm;
+};
+
+// normalize=None: uint8; "unit": float32 in [0, 1]; "imagenet"; or (mean, std), three values each.
+TileFormat format_of(const py::object& normalize) {
+    TileFormat f;
+    if (normalize.is_none()) return f;
+    f.as_float = true;
+    if (py::isinstance<py::str>(normalize)) {
+        const std::string name = normalize.cast<std::string>();
+        if (name == "imagenet") f.norm = normalization_of(Normalize::imagenet);
+        else if (name != "unit") throw std::invalid_argument("normalize must be None, 'unit', 'imagenet' or (mean, std), not '" + name + "'");
+        return f;
+    }
+    const auto pair = normalize.cast<std::pair<std::vector<float>, std::vector<float>>>();
+    if (pair.first.size() != 3 || pair.second.size() != 3)
+        throw std::invalid_argument("normalize=(mean, std) takes three values each, one per RGB channel");
+    f.norm = {pair.first, pair.second};
+    return f;
+}
+
+py::object format_to_python(const TileFormat& f) {
+    if (!f.as_float) return py::none();
+    if (f.norm.mean.empty()) return py::str("unit");
+    return py::make_tuple(f.norm.mean, f.norm.std);
+}
+
+// Tiles of one slide at one level: a grid (level-0 coordinates) and the source that reads them,
+// as TileFormat says.
 struct PyTiles {
     SlidePtr slide;
     TileGrid grid;
+    TileFormat format;
     PatchSourcePtr source;
     int64_t batch = 64;
+
+    torch::Tensor read(const torch::Tensor& idx) const { return format.as_float ? source->read(idx) : source->read_stored(idx); }
+    torch::Tensor read_range(int64_t start, int64_t count) const {
+        return format.as_float ? source->read_range(start, count) : source->read_range_stored(start, count);
+    }
+    // A batch read on the reader thread is read as stored (uint8) and finished where it is used:
+    // a thread's own malloc arena serves nothing above 64 MiB but fresh mmaps, page-faulted on
+    // first touch, and float batches read there came 2.3 times slower (measured, docs/PYTHON.md).
+    torch::Tensor finish(const torch::Tensor& stored) const {
+        return format.as_float ? source->stored_to_float(stored) : stored;
+    }
 };
 
-std::shared_ptr<PyTiles> tiles_of(SlidePtr slide, TileGrid grid, int64_t batch) {
+std::shared_ptr<PyTiles> tiles_of(SlidePtr slide, TileGrid grid, TileFormat format, int64_t batch) {
     if (batch <= 0) throw std::invalid_argument("batch must be positive, not " + std::to_string(batch));
     auto t = std::make_shared<PyTiles>();
     t->slide = std::move(slide);
     t->grid = std::move(grid);
-    t->source = slide_source_make(t->slide, t->grid, 3);
+    t->format = std::move(format);
+    t->source = slide_source_make(t->slide, t->grid, 3, t->format.norm);
     t->batch = batch;
     return t;
 }
@@ -47,9 +91,9 @@ struct PyTileBatches {
         const int64_t n = tiles->grid.coords.size(0);
         if (start >= n) return;
         const int64_t count = std::min(tiles->batch, n - start);
-        auto source = tiles->source;
+        auto t = tiles;
         const int64_t s = start;
-        ahead = reader_thread_submit<torch::Tensor>([source, s, count] { return source->read_range_stored(s, count); });
+        ahead = reader_thread_submit<torch::Tensor>([t, s, count] { return t->source->read_range_stored(s, count); });
     }
     ~PyTileBatches() {
         if (ahead.valid()) ahead.wait();  // the reader thread must not outlive what it reads into
@@ -82,11 +126,11 @@ TileGrid grid_of_coords(const Slide& slide, torch::Tensor coords, int64_t patch,
 
 py::tuple tiles_state(const PyTiles& t) {
     return py::make_tuple(path_to_python(slide_path(*t.slide)), t.grid.level, t.grid.patch, t.grid.stride, t.grid.coords, t.grid.cols,
-                          t.grid.rows, t.batch);
+                          t.grid.rows, t.batch, format_to_python(t.format));
 }
 
 std::shared_ptr<PyTiles> tiles_from_state(const py::tuple& s) {
-    if (s.size() != 8) throw std::invalid_argument("not a pickled ips.Tiles");
+    if (s.size() != 9) throw std::invalid_argument("not a pickled ips.Tiles");
     TileGrid g;
     g.level = s[1].cast<int>();
     g.patch = s[2].cast<int64_t>();
@@ -96,7 +140,8 @@ std::shared_ptr<PyTiles> tiles_from_state(const py::tuple& s) {
     g.rows = s[6].cast<int64_t>();
     const std::string path = path_of(s[0]);
     const int64_t batch = s[7].cast<int64_t>();
-    return without_gil([&] { return tiles_of(slide_open(path), g, batch); });
+    TileFormat format = format_of(s[8]);
+    return without_gil([&] { return tiles_of(slide_open(path), g, format, batch); });
 }
 
 }  // namespace
@@ -154,36 +199,41 @@ A missing file raises FileNotFoundError, one libvips cannot read RuntimeError; b
         .def(
             "tissue_tiles",
             [](const PySlide& s, int64_t patch, int level, const py::object& mpp, const py::object& stride,
-               double min_tissue, int64_t thumb, int64_t batch) {
+               double min_tissue, int64_t thumb, int64_t batch, const py::object& normalize) {
                 const int64_t step = stride_of(patch, stride);
+                TileFormat format = format_of(normalize);
                 return without_gil([&] {
                     const int at = level_of(*s.slide, level, mpp);
                     const TissueMask tissue = tissue_mask_make(*s.slide, thumb);
-                    return tiles_of(s.slide, tile_grid_tissue(*s.slide, tissue, at, patch, step, min_tissue), batch);
+                    return tiles_of(s.slide, tile_grid_tissue(*s.slide, tissue, at, patch, step, min_tissue), format, batch);
                 });
             },
             py::arg("patch") = 256, py::arg("level") = 0, py::arg("mpp") = py::none(), py::arg("stride") = py::none(),
-            py::arg("min_tissue") = 0.01, py::arg("thumb") = 2048, py::arg("batch") = 64,
+            py::arg("min_tissue") = 0.01, py::arg("thumb") = 2048, py::arg("batch") = 64, py::arg("normalize") = py::none(),
             "The tiles with tissue, as `ips tiles` finds them (Otsu on a thumbnail of `thumb` pixels), at `level` or "
             "at the coarsest level no coarser than `mpp`.")
         .def(
             "grid_tiles",
             [](const PySlide& s, int64_t patch, int level, const py::object& mpp, const py::object& stride,
-               int64_t batch) {
+               int64_t batch, const py::object& normalize) {
                 const int64_t step = stride_of(patch, stride);
+                TileFormat format = format_of(normalize);
                 return without_gil([&] {
-                    return tiles_of(s.slide, tile_grid_full(*s.slide, level_of(*s.slide, level, mpp), patch, step), batch);
+                    return tiles_of(s.slide, tile_grid_full(*s.slide, level_of(*s.slide, level, mpp), patch, step), format,
+                                    batch);
                 });
             },
             py::arg("patch") = 256, py::arg("level") = 0, py::arg("mpp") = py::none(), py::arg("stride") = py::none(),
-            py::arg("batch") = 64, "Every tile of the grid at `level` (or `mpp`), row by row, tissue or not.")
+            py::arg("batch") = 64, py::arg("normalize") = py::none(), "Every tile of the grid at `level` (or `mpp`), row by row, tissue or not.")
         .def(
             "tiles",
-            [](const PySlide& s, const torch::Tensor& coords, int64_t patch, int level, int64_t batch) {
+            [](const PySlide& s, const torch::Tensor& coords, int64_t patch, int level, int64_t batch,
+               const py::object& normalize) {
                 stride_of(patch, py::none());
-                return tiles_of(s.slide, grid_of_coords(*s.slide, coords, patch, level), batch);
+                return tiles_of(s.slide, grid_of_coords(*s.slide, coords, patch, level), format_of(normalize), batch);
             },
             py::arg("coords"), py::arg("patch") = 256, py::arg("level") = 0, py::arg("batch") = 64,
+            py::arg("normalize") = py::none(),
             "The tiles at these level-0 (x, y) coordinates [N, 2], in their order: a feature bag's coords, or "
             "tissue_tiles(...).coords[permutation].")
         .def("__repr__", [](const PySlide& s) {
@@ -194,12 +244,13 @@ A missing file raises FileNotFoundError, one libvips cannot read RuntimeError; b
 
     py::class_<PyTiles, std::shared_ptr<PyTiles>>(m, "Tiles", R"(Tiles of a slide at one level.
 
-len(tiles) tiles; tiles[i] is (coords [2] int64 level-0 (x, y), uint8 [3, patch, patch]), so a
-Tiles is a map-style torch.utils.data.Dataset (it pickles by its slide's path and coordinates, so
-DataLoader workers reopen the slide). Iterating gives batches (coords [b, 2], uint8
-[b, 3, patch, patch]) with the next batch read on ips's reader thread meanwhile. Each batch's
-coords are a view of tiles.coords (no copy); its pixels are a tensor ips made and Python now owns
-(no copy either).)")
+len(tiles) tiles; tiles[i] is (coords [2] int64 level-0 (x, y), [3, patch, patch]), so a Tiles is
+a map-style torch.utils.data.Dataset (it pickles by its slide's path and coordinates; a DataLoader
+worker opens the slide anew). Iterating gives batches (coords [b, 2], [b, 3, patch, patch]) with
+the next batch read on ips's reader thread meanwhile. Tiles are uint8 as the slide has them, or,
+with normalize= 'unit', 'imagenet' or (mean, std), float32 in [0, 1] then normalised, computed in
+parallel as they are decoded. Each batch's coords are a view of tiles.coords (no copy); its pixels
+are a tensor ips made and Python now owns (no copy either).)")
         .def("__len__", [](const PyTiles& t) { return t.grid.coords.size(0); })
         .def_property_readonly("coords", [](const PyTiles& t) { return t.grid.coords; },
                                "[N, 2] int64 level-0 (x, y) of every tile, in reading order (the same tensor each time).")
@@ -207,6 +258,8 @@ coords are a view of tiles.coords (no copy); its pixels are a tensor ips made an
         .def_property_readonly("patch", [](const PyTiles& t) { return t.grid.patch; },
                                "Tile side in pixels of the level.")
         .def_property_readonly("batch", [](const PyTiles& t) { return t.batch; }, "Tiles per batch when iterating.")
+        .def_property_readonly("normalize", [](const PyTiles& t) { return format_to_python(t.format); },
+                               "None (uint8 tiles), 'unit' or (mean, std) (float32 tiles).")
         .def_property_readonly("grid", [](const PyTiles& t) { return py::make_tuple(t.grid.cols, t.grid.rows); },
                                "(columns, rows) of the full grid the tiles are part of ((0, 0) for given coords).")
         .def_property_readonly("slide", [](const PyTiles& t) { return PySlide{t.slide}; })
@@ -215,7 +268,7 @@ coords are a view of tiles.coords (no copy); its pixels are a tensor ips made an
                  const int64_t n = t.grid.coords.size(0);
                  if (i < 0) i += n;
                  if (i < 0 || i >= n) throw py::index_error("tile " + std::to_string(i) + " of " + std::to_string(n));
-                 auto tile = without_gil([&] { return t.source->read_range_stored(i, 1).squeeze(0); });
+                 auto tile = without_gil([&] { return t.read_range(i, 1).squeeze(0); });
                  return py::make_tuple(t.grid.coords[i], tile);
              })
         .def(
@@ -225,9 +278,9 @@ coords are a view of tiles.coords (no copy); its pixels are a tensor ips made an
                 const torch::Tensor i = idx.to(torch::kCPU, torch::kLong).reshape({-1});
                 if (i.numel() > 0 && (i.min().item<int64_t>() < 0 || i.max().item<int64_t>() >= n))
                     throw py::index_error("tile indices must be in [0, " + std::to_string(n) + ")");
-                return without_gil([&] { return t.source->read_stored(i); });
+                return without_gil([&] { return t.read(i); });
             },
-            py::arg("indices"), "uint8 [K, 3, patch, patch] of the tiles at these indices, read in parallel.")
+            py::arg("indices"), "[K, 3, patch, patch] tiles at these indices, read in parallel.")
         .def("__iter__",
              [](const std::shared_ptr<PyTiles>& t) {
                  auto b = std::make_shared<PyTileBatches>();
@@ -247,9 +300,10 @@ coords are a view of tiles.coords (no copy); its pixels are a tensor ips made an
         .def("__next__", [](PyTileBatches& b) {
             if (!b.ahead.valid()) throw py::stop_iteration();
             const int64_t s = b.start;
-            torch::Tensor tiles = without_gil([&] { return b.ahead.get(); });
-            b.start += tiles.size(0);
-            b.read_ahead();
+            const torch::Tensor stored = without_gil([&] { return b.ahead.get(); });
+            b.start += stored.size(0);
+            b.read_ahead();  // the next batch is read while this one is finished and used
+            const torch::Tensor tiles = without_gil([&] { return b.tiles->finish(stored); });
             return py::make_tuple(b.tiles->grid.coords.slice(0, s, s + tiles.size(0)), tiles);
         });
 }

@@ -113,3 +113,23 @@ def test_missing_and_unreadable_slides_name_the_file(ips, tmp_path):
     bad.write_bytes(b"II*\x00 this is no slide")
     with pytest.raises(RuntimeError, match="bad.svs"):
         ips.Slide(str(bad))
+
+
+def test_normalised_tiles_are_the_bytes_scaled_as_ips_scales_them(ips, svs):
+    s = ips.Slide(svs)
+    raw = s.tissue_tiles(patch=224, batch=16)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    net = s.tissue_tiles(patch=224, batch=16, normalize="imagenet")
+    assert net.normalize == (pytest.approx(mean), pytest.approx(std))
+    want = (raw.read(torch.arange(20)).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    got = torch.cat([b for _, b in net])[:20]
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    assert torch.equal(net.read(torch.arange(20)), got)  # read on the calling thread or the reader thread alike
+    assert torch.equal(net[3][1], got[3])
+    unit = s.tiles(raw.coords[:4], patch=224, normalize="unit")
+    assert torch.equal(unit.read(torch.arange(4)), raw.read(torch.arange(4)).float() / 255)
+    mine = s.tiles(raw.coords[:4], patch=224, normalize=([0.5] * 3, [0.25] * 3))
+    assert torch.allclose(mine.read(torch.arange(4)), (unit.read(torch.arange(4)) - 0.5) / 0.25, atol=1e-6)
+    assert pickle.loads(pickle.dumps(net)).normalize == net.normalize
+    with pytest.raises(ValueError, match="normalize"):
+        s.tiles(raw.coords[:4], patch=224, normalize="zscore")
