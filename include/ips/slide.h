@@ -60,6 +60,7 @@ struct TileGrid {
     int64_t stride = 256;        // in pixels of `level`
     torch::Tensor coords;        // [N, 2] int64, level-0 (x, y)
     int64_t cols = 0, rows = 0;  // the full grid
+    int64_t out = 0;             // side the tiles are resized to when read (0: `patch`, as read)
 };
 
 // Every tile of the full grid at `level` (row-major; tiles crossing the border are left out).

@@ -30,7 +30,9 @@ TileGrid tile_grid_tissue(const Slide& slide, const TissueMask& tissue, int leve
 torch::Tensor tissue_overlay(const Slide& slide, const TissueMask& tissue, const TileGrid& tiles);
 
 // The grid a config asks for: level from slide_mpp (when set) or slide_level, tiles of
-// patch_size / patch_stride (square) at that level, only tissue tiles when `tissue` is set.
+// patch_size / patch_stride (square) at that level, only tissue tiles when `tissue` is set. With
+// slide_mpp, tiles cover patch_size pixels at that resolution: where the level's differs, the
+// grid's tiles are of the side that covers it there (`patch`, `stride`) and `out` = patch_size.
 // Throws naming the file when no tile has tissue.
 TileGrid tile_grid_make(Slide& slide, const DataOptions& data);
 

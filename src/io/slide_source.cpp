@@ -97,6 +97,7 @@ struct SlideSource : PatchSource, std::enable_shared_from_this<SlideSource> {
 }  // namespace
 
 PatchSourcePtr slide_source_make(SlidePtr slide, TileGrid grid, int64_t channels, Normalization norm, int64_t out) {
+    if (out == 0) out = grid.out;
     return std::make_shared<SlideSource>(std::move(slide), std::move(grid), channels, std::move(norm), out);
 }
 

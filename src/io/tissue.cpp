@@ -1,5 +1,6 @@
 #include "ips/tissue.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "ips/image_io.h"
@@ -105,11 +106,29 @@ TileGrid tile_grid_make(Slide& slide, const DataOptions& data) {
     if (level >= int(slide_levels(slide).size()))
         throw ConfigError("config key 'slide_level': " + slide_path(slide) + " has " +
                           std::to_string(slide_levels(slide).size()) + " level(s), not level " + std::to_string(level));
-    if (!data.tissue) return tile_grid_full(slide, level, data.patch_size[0], data.patch_stride[0]);
-    TileGrid g = tile_grid_tissue(slide, tissue_mask_make(slide), level, data.patch_size[0], data.patch_stride[0],
-                                  data.tissue_min);
-    if (g.coords.size(0) == 0)
+    // At slide_mpp, a tile covers patch_size pixels of that resolution: on a level of another
+    // resolution (level 0 of a 40x slide for 20x tiles) it is read at its side there and resized
+    // to patch_size, as TRIDENT's patcher does. Scanners state their nominal magnifications with a
+    // few percent off (0.499 or 0.2525 µm for 20x and 40x), and TRIDENT goes by magnification, so
+    // a ratio within 10 % of a power of two is that power of two: 0.499 µm read as 0.5 µm stays
+    // as it is, 0.2525 µm read as 0.5 µm doubles.
+    int64_t patch = data.patch_size[0], stride = data.patch_stride[0], out = 0;
+    if (data.slide_mpp > 0) {
+        double scale = data.slide_mpp / (slide_mpp(slide) * slide_levels(slide)[size_t(level)].downsample);
+        const double nominal = std::exp2(std::round(std::log2(scale)));
+        if (std::abs(scale / nominal - 1) <= 0.1) scale = nominal;
+        const int64_t read = std::llround(double(patch) * scale);
+        if (read != patch) {
+            out = patch;
+            patch = read;
+            stride = std::max<int64_t>(1, std::llround(double(stride) * scale));
+        }
+    }
+    TileGrid g = data.tissue ? tile_grid_tissue(slide, tissue_mask_make(slide), level, patch, stride, data.tissue_min)
+                             : tile_grid_full(slide, level, patch, stride);
+    if (data.tissue && g.coords.size(0) == 0)
         throw std::runtime_error("image '" + slide_path(slide) + "': no tile has tissue (Otsu threshold on the thumbnail)");
+    g.out = out;
     return g;
 }
 

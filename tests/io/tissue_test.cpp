@@ -7,6 +7,7 @@
 #include "test_support.h"
 #include "io/test_images.h"
 #include "ips/slide.h"
+#include "ips/slide_source.h"
 #include "ips/tissue.h"
 
 namespace fs = std::filesystem;
@@ -144,6 +145,48 @@ TEST(Tissue, GridLevelFromMppOnAPyramid) {
     d.slide_mpp = 0;
     d.slide_level = 1;
     EXPECT_EQ(tile_grid_make(*slide, d).level, 1);
+}
+
+// At slide_mpp, tiles cover patch_size pixels of that resolution: on a level of another
+// resolution they are read larger and resized (a 40x slide read for 20x tiles), while a level off
+// its nominal resolution by a few percent (the Aperio slide's 0.499 µm for 0.5) is read as it is.
+TEST(Tissue, GridAtAnotherLevelsResolutionIsReadLargerAndResized) {
+    TempDir dir("ips_tissue_mpp");
+    const std::string tif = dir / "pyr.tif";
+    pyramid_tiff_write(tif, 2048, 1536);  // 0.25 µm per pixel, levels 2x apart
+    auto slide = slide_open(tif);
+    DataOptions d = grid_options(128, 64);
+    d.slide_mpp = 0.75;  // level 1 (0.5 µm): 1.5 of its pixels per pixel asked for
+    TileGrid g = tile_grid_make(*slide, d);
+    EXPECT_EQ(g.level, 1);
+    EXPECT_EQ(g.patch, 192);
+    EXPECT_EQ(g.stride, 96);
+    EXPECT_EQ(g.out, 128);
+    EXPECT_EQ(g.coords[1][0].item<int64_t>(), 96 * 2);  // level-0 pixels
+    auto source = slide_source_make(slide, g);
+    EXPECT_EQ(source->patch_shape(), (std::vector<int64_t>{3, 128, 128}));
+    const auto x = g.coords[5][0].item<int64_t>(), y = g.coords[5][1].item<int64_t>();
+    namespace F = torch::nn::functional;
+    const auto region = slide_read_region(*slide, 1, x, y, 192, 192).to(torch::kFloat32).div(255).unsqueeze(0);
+    const auto want = F::interpolate(region, F::InterpolateFuncOptions().size(std::vector<int64_t>{128, 128}).mode(torch::kArea));
+    EXPECT_TRUE(torch::allclose(source->read(torch::tensor({5}, torch::kLong)), want, 0, 1e-6));
+    d.slide_mpp = 0.5;  // level 1 exactly: read as it is
+    g = tile_grid_make(*slide, d);
+    EXPECT_EQ(g.level, 1);
+    EXPECT_EQ(g.patch, 128);
+    EXPECT_EQ(g.out, 0);
+
+    REQUIRE_SVS();
+    auto svs = slide_open(svs_path());  // 0.499 µm per pixel, one level
+    DataOptions a = grid_options(256, 256);
+    a.slide_mpp = 0.5;
+    EXPECT_EQ(tile_grid_make(*svs, a).patch, 256);  // 0.2 % off: the nominal 20x
+    EXPECT_EQ(tile_grid_make(*svs, a).out, 0);
+    a.slide_mpp = 1.0;  // 10x from a 20x level: twice the side, halved
+    const TileGrid half = tile_grid_make(*svs, a);
+    EXPECT_EQ(half.patch, 512);
+    EXPECT_EQ(half.out, 256);
+    EXPECT_EQ(half.cols, 2220 / 512);
 }
 
 TEST(Tissue, GridErrorsNameTheKeyOrTheFile) {
