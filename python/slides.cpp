@@ -58,15 +58,16 @@ struct PyTiles {
     PatchSourcePtr source;
     int64_t batch = 64;
 
-    torch::Tensor read(const torch::Tensor& idx) const { return format.as_float ? source->read(idx) : source->read_stored(idx); }
-    torch::Tensor read_range(int64_t start, int64_t count) const {
-        return format.as_float ? source->read_range(start, count) : source->read_range_stored(start, count);
-    }
-    // A batch read on the reader thread is read as stored (uint8) and finished where it is used:
-    // a thread's own malloc arena serves nothing above 64 MiB but fresh mmaps, page-faulted on
-    // first touch, and float batches read there came 2.3 times slower (measured, docs/PYTHON.md).
+    torch::Tensor read(const torch::Tensor& idx) const { return finish(source->read_stored(idx)); }
+    torch::Tensor read_range(int64_t start, int64_t count) const { return finish(source->read_range_stored(start, count)); }
+    // Tiles as stored (uint8, or float32 in [0, 1] where they were resized) in the format asked
+    // for. A batch read ahead is finished on the thread that uses it: the reader thread's own
+    // malloc arena serves nothing above 64 MiB but fresh mmaps, page-faulted on first touch, and
+    // float batches made there came 2.3 times slower (measured, docs/PYTHON.md).
     torch::Tensor finish(const torch::Tensor& stored) const {
-        return format.as_float ? source->stored_to_float(stored) : stored;
+        if (format.as_float) return source->stored_to_float(stored);
+        if (stored.scalar_type() == torch::kByte) return stored;
+        return stored.mul(255).round_().to(torch::kByte);  // resized tiles, back to bytes
     }
 };
 
@@ -100,13 +101,25 @@ struct PyTileBatches {
     }
 };
 
-int level_of(const Slide& slide, int level, const py::object& mpp) {
-    return mpp.is_none() ? level : slide_level_for_mpp(slide, mpp.cast<double>());
+void patch_check(int64_t patch) {
+    if (patch <= 0) throw std::invalid_argument("patch must be positive, not " + std::to_string(patch));
 }
 
-int64_t stride_of(int64_t patch, const py::object& stride) {
-    if (patch <= 0) throw std::invalid_argument("patch must be positive, not " + std::to_string(patch));
-    return stride.is_none() ? patch : stride.cast<int64_t>();
+// The grid ips features and predict read with these data options (tile_grid_make): at `mpp`, tiles
+// cover `patch` pixels of that resolution, read at the level closest above it and resized.
+TileGrid grid_make(Slide& slide, int64_t patch, int level, const py::object& mpp, const py::object& stride,
+                   bool tissue, double min_tissue) {
+    patch_check(patch);
+    DataOptions d;
+    const int64_t step = stride.is_none() ? patch : stride.cast<int64_t>();
+    d.patch_size = {patch, patch};
+    d.patch_stride = {step, step};
+    d.slide_level = level;
+    d.slide_mpp = mpp.is_none() ? 0 : mpp.cast<double>();
+    d.tissue = tissue;
+    d.tissue_min = min_tissue;
+    py::gil_scoped_release released;
+    return tile_grid_make(slide, d);
 }
 
 // The grid of given level-0 coordinates [N, 2] (x, y), e.g. a feature bag's or a sample of a
@@ -126,11 +139,11 @@ TileGrid grid_of_coords(const Slide& slide, torch::Tensor coords, int64_t patch,
 
 py::tuple tiles_state(const PyTiles& t) {
     return py::make_tuple(path_to_python(slide_path(*t.slide)), t.grid.level, t.grid.patch, t.grid.stride, t.grid.coords, t.grid.cols,
-                          t.grid.rows, t.batch, format_to_python(t.format));
+                          t.grid.rows, t.batch, format_to_python(t.format), t.grid.out);
 }
 
 std::shared_ptr<PyTiles> tiles_from_state(const py::tuple& s) {
-    if (s.size() != 9) throw std::invalid_argument("not a pickled ips.Tiles");
+    if (s.size() != 10) throw std::invalid_argument("not a pickled ips.Tiles");
     TileGrid g;
     g.level = s[1].cast<int>();
     g.patch = s[2].cast<int64_t>();
@@ -138,6 +151,7 @@ std::shared_ptr<PyTiles> tiles_from_state(const py::tuple& s) {
     g.coords = s[4].cast<torch::Tensor>();
     g.cols = s[5].cast<int64_t>();
     g.rows = s[6].cast<int64_t>();
+    g.out = s[9].cast<int64_t>();
     const std::string path = path_of(s[0]);
     const int64_t batch = s[7].cast<int64_t>();
     TileFormat format = format_of(s[8]);
@@ -199,29 +213,21 @@ A missing file raises FileNotFoundError, one libvips cannot read RuntimeError; b
         .def(
             "tissue_tiles",
             [](const PySlide& s, int64_t patch, int level, const py::object& mpp, const py::object& stride,
-               double min_tissue, int64_t thumb, int64_t batch, const py::object& normalize) {
-                const int64_t step = stride_of(patch, stride);
-                TileFormat format = format_of(normalize);
-                return without_gil([&] {
-                    const int at = level_of(*s.slide, level, mpp);
-                    const TissueMask tissue = tissue_mask_make(*s.slide, thumb);
-                    return tiles_of(s.slide, tile_grid_tissue(*s.slide, tissue, at, patch, step, min_tissue), format, batch);
-                });
+               double min_tissue, int64_t batch, const py::object& normalize) {
+                return tiles_of(s.slide, grid_make(*s.slide, patch, level, mpp, stride, true, min_tissue),
+                                format_of(normalize), batch);
             },
             py::arg("patch") = 256, py::arg("level") = 0, py::arg("mpp") = py::none(), py::arg("stride") = py::none(),
-            py::arg("min_tissue") = 0.01, py::arg("thumb") = 2048, py::arg("batch") = 64, py::arg("normalize") = py::none(),
-            "The tiles with tissue, as `ips tiles` finds them (Otsu on a thumbnail of `thumb` pixels), at `level` or "
-            "at the coarsest level no coarser than `mpp`.")
+            py::arg("min_tissue") = 0.01, py::arg("batch") = 64, py::arg("normalize") = py::none(),
+            "The tiles with tissue, as `ips tiles`, `ips features` and `ips predict` find them (Otsu on a thumbnail), "
+            "at `level`, or at `mpp` microns per pixel: tiles of `patch` pixels at that resolution, read at the "
+            "closest level above it and resized where that level's differs (a 40x slide read at 0.5).")
         .def(
             "grid_tiles",
             [](const PySlide& s, int64_t patch, int level, const py::object& mpp, const py::object& stride,
                int64_t batch, const py::object& normalize) {
-                const int64_t step = stride_of(patch, stride);
-                TileFormat format = format_of(normalize);
-                return without_gil([&] {
-                    return tiles_of(s.slide, tile_grid_full(*s.slide, level_of(*s.slide, level, mpp), patch, step), format,
-                                    batch);
-                });
+                return tiles_of(s.slide, grid_make(*s.slide, patch, level, mpp, stride, false, 0), format_of(normalize),
+                                batch);
             },
             py::arg("patch") = 256, py::arg("level") = 0, py::arg("mpp") = py::none(), py::arg("stride") = py::none(),
             py::arg("batch") = 64, py::arg("normalize") = py::none(), "Every tile of the grid at `level` (or `mpp`), row by row, tissue or not.")
@@ -229,7 +235,7 @@ A missing file raises FileNotFoundError, one libvips cannot read RuntimeError; b
             "tiles",
             [](const PySlide& s, const torch::Tensor& coords, int64_t patch, int level, int64_t batch,
                const py::object& normalize) {
-                stride_of(patch, py::none());
+                patch_check(patch);
                 return tiles_of(s.slide, grid_of_coords(*s.slide, coords, patch, level), format_of(normalize), batch);
             },
             py::arg("coords"), py::arg("patch") = 256, py::arg("level") = 0, py::arg("batch") = 64,
@@ -255,8 +261,10 @@ are a tensor ips made and Python now owns (no copy either).)")
         .def_property_readonly("coords", [](const PyTiles& t) { return t.grid.coords; },
                                "[N, 2] int64 level-0 (x, y) of every tile, in reading order (the same tensor each time).")
         .def_property_readonly("level", [](const PyTiles& t) { return t.grid.level; })
-        .def_property_readonly("patch", [](const PyTiles& t) { return t.grid.patch; },
-                               "Tile side in pixels of the level.")
+        .def_property_readonly("patch", [](const PyTiles& t) { return t.grid.out > 0 ? t.grid.out : t.grid.patch; },
+                               "Side of the tiles given out, in pixels.")
+        .def_property_readonly("patch_level", [](const PyTiles& t) { return t.grid.patch; },
+                               "Side of a tile in pixels of its level (more than `patch` where tiles are shrunk to it).")
         .def_property_readonly("batch", [](const PyTiles& t) { return t.batch; }, "Tiles per batch when iterating.")
         .def_property_readonly("normalize", [](const PyTiles& t) { return format_to_python(t.format); },
                                "None (uint8 tiles), 'unit' or (mean, std) (float32 tiles).")

@@ -133,3 +133,20 @@ def test_normalised_tiles_are_the_bytes_scaled_as_ips_scales_them(ips, svs):
     assert pickle.loads(pickle.dumps(net)).normalize == net.normalize
     with pytest.raises(ValueError, match="normalize"):
         s.tiles(raw.coords[:4], patch=224, normalize="zscore")
+
+
+def test_tiles_at_another_resolution_cover_the_same_tissue_and_are_resized(ips, svs):
+    """At mpp=1.0 the slide's 0.499 µm level is read at twice the side and halved, as ips features
+    reads a 40x slide for a 20x encoder."""
+    tiles = ips.Slide(svs).tissue_tiles(patch=224, mpp=1.0, batch=8)
+    assert tiles.patch == 224 and tiles.patch_level == 448 and tiles.level == 0
+    assert tiles.grid == (2220 // 448, 2967 // 448)
+    osr = openslide.OpenSlide(svs)
+    coords, tile = tiles[1]
+    x, y = coords.tolist()
+    want = torch.nn.functional.avg_pool2d(openslide_rgb(osr, x, y, 448, 448).float().unsqueeze(0), 2)[0]
+    assert tile.dtype == torch.uint8 and tile.shape == (3, 224, 224)
+    assert (tile.float() - want).abs().max() <= 1  # the mean of each 2 x 2 block, rounded
+    again = pickle.loads(pickle.dumps(tiles))
+    assert again.patch == 224 and torch.equal(again[1][1], tile)
+    assert torch.equal(next(iter(tiles))[1][1], tile)
