@@ -39,12 +39,12 @@ py::object python_of(const YAML::Node& n) {
     if (n.IsSequence()) {
         py::list l;
         for (const auto& x : n) l.append(python_of(x));
-        return std::move(l);
+        return py::object(std::move(l));
     }
     if (n.IsMap()) {
         py::dict d;
         for (const auto& kv : n) d[py::str(kv.first.as<std::string>())] = python_of(kv.second);
-        return std::move(d);
+        return py::object(std::move(d));
     }
     if (!n.IsScalar()) return py::none();
     const std::string s = n.as<std::string>();

@@ -145,7 +145,7 @@ fi
 in_root nice -n 19 cmake --build "$repo/$build" --parallel "$jobs" 2>&1 | tee "$repo/$build/build.log"
 timing "build"
 # Zero warnings in our code (libtorch's headers are system headers: theirs do not count).
-ours=$(grep -cE "^($repo/)?(src|cli|include|tests)/[^:]*:[0-9]+:[0-9]+: warning:" "$repo/$build/build.log" || true)
+ours=$(grep -cE "^($repo/)?(src|cli|include|tests|python)/[^:]*:[0-9]+:[0-9]+: warning:" "$repo/$build/build.log" || true)
 echo "check_debian13: $ours compiler warnings in our code"
 [ "$ours" -eq 0 ] || exit 1
 

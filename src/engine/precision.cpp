@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <cstdio>
 #include <stdexcept>
 
 #include "ips/torch_compat.h"
@@ -52,7 +53,30 @@ Precision precision_resolve(PrecisionChoice choice, const torch::Device& device)
     return cuda_bf16 ? Precision::bf16 : Precision::tf32;
 }
 
-bool channels_last_resolve(Toggle choice, const torch::Device& /*device*/) {
+bool cpu_channels_last_exact() {
+    // Debian 13's libtorch 2.6 with its oneDNN 3.7, on a VM whose cpuid reports no cache sizes
+    // (lscpu lists none), computes 1x1 stride-2 convolutions of 256 channels or more wrong in
+    // channels-last with AVX-512 (44-57 % off; the same in PyTorch itself) and divides by zero at
+    // 512. One such convolution, a ResNet's downsample, in both layouts tells; the inputs are not
+    // random, so the probe leaves torch's generator as it was.
+    static const bool exact = [] {
+        torch::NoGradGuard no_grad;
+        const auto x = torch::sin(torch::arange(2 * 256 * 7 * 7, torch::kFloat32)).view({2, 256, 7, 7});
+        const auto w = torch::cos(torch::arange(512 * 256, torch::kFloat32) * 0.37).view({512, 256, 1, 1});
+        const auto want = torch::conv2d(x, w, {}, 2);
+        const auto got = torch::conv2d(x.contiguous(torch::MemoryFormat::ChannelsLast),
+                                       w.contiguous(torch::MemoryFormat::ChannelsLast), {}, 2);
+        const bool same = (got - want).abs().max().item<float>() <= 1e-4f * want.abs().max().item<float>();
+        if (!same)
+            std::fprintf(stderr, "note: this CPU's channels-last convolutions give other numbers than NCHW ones "
+                                 "(libtorch's oneDNN); channels_last: auto runs NCHW\n");
+        return same;
+    }();
+    return exact;
+}
+
+bool channels_last_resolve(Toggle choice, const torch::Device& device) {
+    if (choice == Toggle::automatic && device.is_cpu()) return cpu_channels_last_exact();
     return choice != Toggle::off;
 }
 
