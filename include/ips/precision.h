@@ -25,10 +25,12 @@ bool cpu_has_native_bf16();
 // "auto": channels-last everywhere. cuDNN's tensor-core convolutions want NHWC; on CPU libtorch's
 // NCHW max-pool is the slow part of the trunk (measured: 24 of 80 ms of a 200-patch bf16 chunk),
 // and the whole Megapixel MNIST trunk runs 1.65x faster in fp32 (docs/BENCHMARKS.md).
-// On the CPU, "auto" is channels-last only where a probe convolution gives NCHW's numbers in it
-// (cpu_channels_last_exact: not so for Debian 13's libtorch 2.6 on some VMs).
 bool channels_last_resolve(Toggle choice, const torch::Device& device);
-bool cpu_channels_last_exact();
+
+// Whether libtorch's oneDNN convolutions are right on this CPU: one probe per process (a ResNet
+// downsample in both layouts). Where they are not (Debian 13's libtorch 2.6 on some VMs), it turns
+// oneDNN off, so libtorch's own kernels run, and says so on stderr. Every model calls it when made.
+bool cpu_kernels_check();
 
 // Autocast of the enclosed region to bf16 on the device's type; does nothing for fp32 / tf32.
 // Clears libtorch's cast-weight cache on leaving, so weights updated by an optimizer step are

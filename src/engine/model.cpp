@@ -288,6 +288,7 @@ IPSNetImpl::IPSNetImpl(const ModelOptions& opt_, const ComputeOptions& compute_)
             {task.name, head.ptr()}});
         heads.push_back(head);
     }
+    cpu_kernels_check();
     precision = precision_resolve(compute.precision, torch::kCPU);
     channels_last = resnet() && channels_last_resolve(compute.channels_last, torch::kCPU);
     encoder_freeze();

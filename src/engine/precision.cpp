@@ -53,12 +53,13 @@ Precision precision_resolve(PrecisionChoice choice, const torch::Device& device)
     return cuda_bf16 ? Precision::bf16 : Precision::tf32;
 }
 
-bool cpu_channels_last_exact() {
+bool cpu_kernels_check() {
     // Debian 13's libtorch 2.6 with its oneDNN 3.7, on a VM whose cpuid reports no cache sizes
-    // (lscpu lists none), computes 1x1 stride-2 convolutions of 256 channels or more wrong in
-    // channels-last with AVX-512 (44-57 % off; the same in PyTorch itself) and divides by zero at
-    // 512. One such convolution, a ResNet's downsample, in both layouts tells; the inputs are not
-    // random, so the probe leaves torch's generator as it was.
+    // (lscpu lists none), computes convolutions wrong with AVX-512: a 1x1 stride-2 one of 256
+    // channels (a ResNet downsample) 44-57 % off in channels-last, NaN losses when training in
+    // NCHW, a division by zero at 512 channels; PyTorch itself alike, and exact without oneDNN.
+    // That downsample in both layouts tells; the inputs are not random, so the probe leaves
+    // torch's generator as it was.
     static const bool exact = [] {
         torch::NoGradGuard no_grad;
         const auto x = torch::sin(torch::arange(2 * 256 * 7 * 7, torch::kFloat32)).view({2, 256, 7, 7});
@@ -67,16 +68,17 @@ bool cpu_channels_last_exact() {
         const auto got = torch::conv2d(x.contiguous(torch::MemoryFormat::ChannelsLast),
                                        w.contiguous(torch::MemoryFormat::ChannelsLast), {}, 2);
         const bool same = (got - want).abs().max().item<float>() <= 1e-4f * want.abs().max().item<float>();
-        if (!same)
-            std::fprintf(stderr, "note: this CPU's channels-last convolutions give other numbers than NCHW ones "
-                                 "(libtorch's oneDNN); channels_last: auto runs NCHW\n");
+        if (!same) {
+            at::globalContext().setUserEnabledMkldnn(false);
+            std::fprintf(stderr, "note: libtorch's oneDNN convolutions give wrong numbers on this CPU (a probe "
+                                 "convolution); ips runs libtorch's own kernels instead\n");
+        }
         return same;
     }();
     return exact;
 }
 
-bool channels_last_resolve(Toggle choice, const torch::Device& device) {
-    if (choice == Toggle::automatic && device.is_cpu()) return cpu_channels_last_exact();
+bool channels_last_resolve(Toggle choice, const torch::Device& /*device*/) {
     return choice != Toggle::off;
 }
 

@@ -7,6 +7,7 @@
 #include "ips/image_io.h"
 #include "ips/megapixel_mnist.h"
 #include "ips/model.h"
+#include "ips/precision.h"
 #include "ips/progress.h"
 #include "ips/step.h"
 #include "ips/torchvision.h"
@@ -81,6 +82,7 @@ PretrainResult encoder_pretrain_megapixel_mnist(const Config& cfg, const Pretrai
     auto start = std::chrono::steady_clock::now();
     torch::manual_seed(static_cast<uint64_t>(cfg.seed));
     int64_t dim = 0;
+    cpu_kernels_check();
     auto trunk = resnet_trunk_make(cfg.model.enc_type, 1, cfg.model.n_res_blocks, &dim, cfg.model.encoder_width);
     torch::nn::Linear classifier(dim, kBackground + 1);
     trunk->to(opt.device);

@@ -73,23 +73,22 @@ TEST(Precision, Bf16EncoderStaysCloseAndLeavesAutocastOff) {
     EXPECT_EQ(torch::mm(a, a).scalar_type(), torch::kFloat32) << "autocast still on after the encoder";
 }
 
-// "auto" on the CPU is channels-last only where channels-last convolutions give NCHW's numbers: a
-// ResNet downsample (1x1, stride 2, 256 -> 512 channels) that Debian 13's oneDNN computed 44 % off
-// on a VM without cache sizes in cpuid. An explicit on / off is kept.
-TEST(Precision, ChannelsLastAutoOnTheCpuFollowsTheProbe) {
-    const torch::Device cpu(torch::kCPU);
-    EXPECT_EQ(channels_last_resolve(Toggle::automatic, cpu), cpu_channels_last_exact());
-    EXPECT_TRUE(channels_last_resolve(Toggle::on, cpu));
-    EXPECT_FALSE(channels_last_resolve(Toggle::off, cpu));
+// The probe of libtorch's oneDNN convolutions: a ResNet downsample (1x1, stride 2, 256 -> 512)
+// that Debian 13's oneDNN computed 44 % off in channels-last on a VM without cache sizes in cpuid.
+// After it, whatever it decided, channels-last and NCHW convolutions agree, and it drew nothing
+// from torch's generator.
+TEST(Precision, AfterTheKernelProbeChannelsLastAndNchwConvolutionsAgree) {
     torch::manual_seed(3);
     const auto a = torch::rand({4});
-    cpu_channels_last_exact();
     torch::manual_seed(3);
-    cpu_channels_last_exact();
-    EXPECT_TRUE(torch::equal(torch::rand({4}), a));  // the probe draws nothing from torch's generator
-    if (!cpu_channels_last_exact()) return;  // the layouts differ here: auto runs NCHW, tested above
-    const auto x = torch::randn({3, 256, 13, 13}), w = torch::randn({512, 256, 1, 1});
-    const auto want = torch::conv2d(x, w, {}, 2);
-    const auto got = torch::conv2d(x.contiguous(torch::MemoryFormat::ChannelsLast), w.contiguous(torch::MemoryFormat::ChannelsLast), {}, 2);
-    EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-3));
+    const bool exact = cpu_kernels_check();
+    EXPECT_TRUE(torch::equal(torch::rand({4}), a));
+    EXPECT_EQ(cpu_kernels_check(), exact);  // once per process
+    for (const int64_t c : {64, 256, 512}) {
+        const auto x = torch::randn({3, c, 13, 13}), w = torch::randn({2 * c, c, 1, 1});
+        const auto want = torch::conv2d(x, w, {}, 2);
+        const auto got = torch::conv2d(x.contiguous(torch::MemoryFormat::ChannelsLast),
+                                       w.contiguous(torch::MemoryFormat::ChannelsLast), {}, 2);
+        EXPECT_TRUE(torch::allclose(got, want, 1e-4, 1e-3)) << c << " channels";
+    }
 }

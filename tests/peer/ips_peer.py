@@ -24,6 +24,7 @@ try:
     import torch
     import torch.nn as nn
     import torchvision
+    import torch_kernels  # noqa: F401 (turns off wrong oneDNN kernels)
 except ImportError as e:  # the C++ test reports this exit code with the message
     sys.stderr.write(f"{sys.executable}: cannot import torch/torchvision ({e}); install python3-torch "
                      "and python3-torchvision\n")

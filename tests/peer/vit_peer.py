@@ -23,6 +23,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+import torch_kernels  # noqa: E402,F401 (turns off wrong oneDNN kernels)
 
 # Tiny models that between them use every option the presets use.
 CASES = [
